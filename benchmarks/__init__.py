@@ -1,0 +1,1 @@
+"""Reproducible benchmarks of pier (and of Slurm beside it); see ``benchmarks/README.md``."""

@@ -1,0 +1,1 @@
+"""Dialects: pure translations between other systems' job interfaces and the canonical JobSpec."""
