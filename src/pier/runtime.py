@@ -150,8 +150,12 @@ class Runtime:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
+            # A task that swallows one cancel (a library's race) is cancelled again.
+            while not task.done():
+                await asyncio.wait({task}, timeout=1.0)
+                task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await task
+                task.result()
         self._tasks = []
         await self._executor.close()
 
@@ -174,8 +178,11 @@ class Runtime:
 
     async def _control(self) -> None:
         while True:
+            # asyncio.timeout, not wait_for: 3.11's wait_for swallows a cancel that lands
+            # as the event is set, and close() then waits on this loop forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=self._interval)
+                async with asyncio.timeout(self._interval):
+                    await self._wake.wait()
             self._wake.clear()
             started = time.perf_counter()
             try:

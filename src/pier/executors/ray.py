@@ -303,8 +303,9 @@ class RayExecutor:
             except Exception:
                 log.exception("watching the Ray cluster at %s failed; retrying", self._address)
             interval = self._interval() if self._reachable else UNREACHABLE_INTERVAL
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=interval)
+            with contextlib.suppress(TimeoutError):  # not wait_for: it can swallow a cancel
+                async with asyncio.timeout(interval):
+                    await self._wake.wait()
             self._wake.clear()
 
     def _interval(self) -> float:
@@ -456,6 +457,5 @@ class RayExecutor:
     async def _call(self, fn: Callable[..., R], *args: Any) -> R:
         loop = asyncio.get_running_loop()
         # The request timeout bounds each HTTP call; this bounds a batch of them.
-        return await asyncio.wait_for(
-            loop.run_in_executor(self._pool, fn, *args), timeout=4 * self._timeout
-        )
+        async with asyncio.timeout(4 * self._timeout):
+            return await loop.run_in_executor(self._pool, fn, *args)
