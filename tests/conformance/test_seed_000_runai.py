@@ -519,3 +519,9 @@ def test_delete_reports_each_job(server: Api, tenant_a: Tenant) -> None:
         "DELETE", "/api/job", content='[{"name": "x"}]', headers=tenant_a.auth
     )
     assert_runai_error(bad, 422, "0.project")
+
+
+def test_a_body_over_the_size_limit_is_413_in_runai_shape(server: Api, tenant_a: Tenant) -> None:
+    huge = '{"job": {"project": "x", "command": "' + "a" * (2 << 20) + '"}}'
+    body = assert_runai_error(post(server, huge, tenant_a.auth), 413, None)
+    assert "larger than" in body["message"]

@@ -795,3 +795,15 @@ def test_concurrent_duplicates_make_one_job(pai: Pai, vc: str, alice: tuple[str,
     listed = pai.client.get("/api/v1/jobs", headers=_bearer(token)).json()
     assert [j["name"] for j in listed].count(name) == 1
     pai.wait(token, name)
+
+
+def test_a_body_over_the_size_limit_is_413_in_openpai_shape(
+    pai: Pai, alice: tuple[str, str]
+) -> None:
+    _, token = alice
+    huge = b'{"jobName": "' + b"a" * (2 << 20) + b'"}'
+    headers = {"Content-Type": "application/json", **_bearer(token)}
+    r = pai.client.post("/api/v1/jobs", content=huge, headers=headers)
+    assert r.status_code == 413
+    assert r.json()["error"] == "RequestEntityTooLargeError"
+    assert "larger than" in r.json()["message"]

@@ -20,6 +20,7 @@ __all__ = [
     "error_response",
     "install_error_handlers",
     "register_dialect_errors",
+    "render_error",
 ]
 
 # (status, code, message, details) -> the response a dialect's clients expect.
@@ -46,8 +47,9 @@ def register_dialect_errors(app: FastAPI, prefix: str, renderer: DialectErrorRen
 
 
 def _dialect_of(request: Request) -> DialectErrorRenderer | None:
+    app = request.scope.get("app")  # absent only outside a Starlette app
     prefixes: list[tuple[str, DialectErrorRenderer]] = getattr(
-        request.app.state, "error_dialects", []
+        getattr(app, "state", None), "error_dialects", []
     )
     path = request.url.path
     for prefix, renderer in prefixes:
@@ -71,6 +73,12 @@ def _render(
     for key, value in (headers or {}).items():
         response.headers[key] = value
     return response
+
+
+def render_error(request: Request, status_code: int, code: str, message: str) -> Response:
+    """An error response in the shape of the dialect ``request`` is under (or the native one),
+    for code that answers outside FastAPI's exception handlers (ASGI middleware)."""
+    return _render(request, status_code, code, message)
 
 
 def _pier_error(request: Request, exc: Exception) -> Response:
