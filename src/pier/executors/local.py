@@ -39,7 +39,6 @@ import contextlib
 import logging
 import math
 import os
-import shutil
 import signal
 import subprocess
 import time
@@ -47,6 +46,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from pier.executors import containers as ct
 from pier.executors import runrecord as rr
 from pier.executors.base import (
     ExecutorEvent,
@@ -60,7 +60,7 @@ from pier.executors.base import (
     ReplicaStarted,
     StartError,
 )
-from pier.executors.gpus import framework_memory_defaults, visible_devices_env
+from pier.executors.plans import Plan, plan_replica
 from pier.spec import TaskRole
 
 __all__ = ["SUPERVISOR_SCRIPT", "LocalExecutor"]
@@ -96,6 +96,7 @@ class _Replica:
     job: rr.StartedRecord | None = None
     pidfd: int | None = None
     cgroup: Path | None = None
+    container: tuple[ct.ContainerRuntime, str] | None = None  # runtime and container name
     stopping: bool = False
     kill_at: float = math.inf
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
@@ -103,22 +104,14 @@ class _Replica:
     done: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    key: ReplicaKey
-    run_dir: Path
-    argv: list[str]
-    env: dict[str, str]
-    cwd: Path
-    task: TaskRole
-
-
 class LocalExecutor:
     """Runs replicas as supervised processes on ``node`` (this machine).
 
     ``cgroup_root``: a writable cgroup v2 directory under which one child group per replica
-    gets ``memory.max``/``cpu.max``; best effort. ``clock``: the time of ReplicaStarted at
-    spawn (records carry the supervisor's own times).
+    gets ``memory.max``/``cpu.max``; best effort. ``container_runtime``: run replicas of
+    tasks with an ``image`` in containers (:mod:`pier.executors.containers`); None: images
+    are recorded only. ``clock``: the time of ReplicaStarted at spawn (records carry the
+    supervisor's own times).
     """
 
     def __init__(
@@ -128,6 +121,7 @@ class LocalExecutor:
         *,
         bash: str = "/bin/bash",
         cgroup_root: Path | None = None,
+        container_runtime: ct.ContainerRuntime | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         rr.check_bash(bash)
@@ -137,6 +131,8 @@ class LocalExecutor:
         self._bash = bash
         self._cgroup_root = cgroup_root
         self._cgroup_warned = False
+        self._container_runtime = container_runtime
+        self._cleanups: set[asyncio.Task[None]] = set()
         self._clock = clock
         self._base_env = {k: v for k, v in os.environ.items() if not k.startswith(SECRET_PREFIXES)}
         self._replicas: dict[ReplicaKey, _Replica] = {}
@@ -151,6 +147,11 @@ class LocalExecutor:
 
     def capacity(self) -> Sequence[NodeInfo]:
         return [self._node]
+
+    @property
+    def container_runtime(self) -> ct.ContainerRuntime | None:
+        """The runtime that runs tasks with an ``image``; None: images are recorded only."""
+        return self._container_runtime
 
     async def start(self, launch: LaunchRequest) -> None:
         if self._closed:
@@ -240,6 +241,8 @@ class LocalExecutor:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
+        if self._cleanups:  # container removals under way: a few seconds at most
+            await asyncio.wait(self._cleanups, timeout=ct.PROBE_TIMEOUT)
         os.close(self._devnull)
         self._queue.put_nowait(None)
 
@@ -272,7 +275,7 @@ class LocalExecutor:
 
     def _plan(
         self, launch: LaunchRequest, placement: ReplicaPlacement, roles: dict[str, TaskRole]
-    ) -> _Plan:
+    ) -> Plan:
         what = f"job {launch.job_id} replica {placement.task}-{placement.index}"
         task = roles.get(placement.task)
         if task is None:
@@ -282,39 +285,20 @@ class LocalExecutor:
         run_dir = self._run_dir(launch.job_id, launch.attempt, f"{task.name}-{placement.index}")
         if run_dir is None:
             raise StartError(f"{what}: job id or attempt cannot name a directory")
-        argv = task.argv
-        if not argv:
-            raise StartError(f"{what}: no command to run")
-        cwd = run_dir
-        if task.working_dir:
-            cwd = run_dir / task.working_dir  # an absolute working_dir replaces run_dir
-            if not cwd.is_dir():
-                raise StartError(f"{what}: working directory {task.working_dir} does not exist")
-        env = {
-            **self._base_env,
-            **framework_memory_defaults(placement.gpu_fraction),
-            **launch.env,
-            **task.env,
-            **visible_devices_env(placement.devices, placement.gpu_fraction),
-            "PIER_TASK_ROLE": task.name,
-            "PIER_REPLICA_INDEX": str(placement.index),
-            "PIER_NUM_REPLICAS": str(task.replicas),
-            "PIER_JOB_ID": launch.job_id,
-            "PIER_ATTEMPT": str(launch.attempt),
-        }
-        if "/" in argv[0]:
-            exe = cwd / argv[0]
-            found = exe.is_file() and os.access(exe, os.X_OK)
-        else:
-            found = shutil.which(argv[0], path=env.get("PATH", os.defpath)) is not None
-        if not found:
-            raise StartError(f"{what}: executable '{argv[0]}' not found (PATH and cwd {cwd})")
-        key = ReplicaKey(launch.job_id, launch.attempt, task.name, placement.index)
-        if key in self._replicas:  # its supervisor may not have written a record yet
+        plan = plan_replica(
+            launch,
+            placement,
+            task,
+            run_dir,
+            node=self._node,
+            base_env=self._base_env,
+            runtime=self._container_runtime,
+        )
+        if plan.key in self._replicas:  # its supervisor may not have written a record yet
             raise StartError(f"{what}: already running")
-        return _Plan(key, run_dir, argv, env, cwd, task)
+        return plan
 
-    def _spawn(self, plan: _Plan) -> _Replica:
+    def _spawn(self, plan: Plan) -> _Replica:
         # Top down: job and attempt dirs are usually new too (pathlib's parents=True would
         # first fail on the leaf; each mkdir is ~0.2 ms on an overlay filesystem).
         for parent in (plan.run_dir.parent.parent, plan.run_dir.parent):
@@ -329,10 +313,18 @@ class LocalExecutor:
                 ) from None
         env = plan.env
         resources = plan.task.resources
-        cgroup = self._make_cgroup(plan.key, plan.task)
-        if resources.memory_limit or cgroup is not None:
+        container = None
+        if plan.container is not None and plan.runtime is not None:
+            # The runtime enforces the limits (the CLI must not run under them).
+            ct.write_env_file(plan.run_dir / ct.ENV_FILE, plan.container)
+            ct.write_container_file(plan.run_dir, plan.runtime, plan.container.name)
+            container = (plan.runtime, plan.container.name)
+            cgroup = None
+        else:
+            cgroup = self._make_cgroup(plan.key, plan.task)
+        if (resources.memory_limit and container is None) or cgroup is not None:
             env = dict(env)
-            if resources.memory_limit:
+            if resources.memory_limit and container is None:
                 env["PIER_SUP_DATA_KIB"] = str(math.ceil(resources.memory_limit / 1024))
             if cgroup is not None:
                 env["PIER_SUP_CGROUP"] = str(cgroup)
@@ -350,6 +342,7 @@ class LocalExecutor:
         )
         _children[proc.pid] = proc
         rep = _Replica(plan.key, plan.run_dir, proc.pid, 0, self._clock(), cgroup=cgroup)
+        rep.container = container
         self._register(rep)
         if not self._watch(rep):  # cannot happen to an unreaped child; poll it then
             self._polled.add(rep)
@@ -448,19 +441,48 @@ class LocalExecutor:
         if rep.cgroup is not None:
             with contextlib.suppress(OSError):
                 rep.cgroup.rmdir()
-        event = self._final_event(rep.key, rep.run_dir, rep.started_at)
+        event = self._final_event(rep.key, rep.run_dir, rep.started_at, rep.container)
         if not rep.silent:
             self._queue.put_nowait(event)
 
     def _final_event(
-        self, key: ReplicaKey, run_dir: Path, started_at: float | None
+        self,
+        key: ReplicaKey,
+        run_dir: Path,
+        started_at: float | None,
+        container: tuple[ct.ContainerRuntime, str] | None,
     ) -> ReplicaExited | ReplicaLost:
-        """What happened to a replica whose supervisor is gone."""
+        """What happened to a replica whose supervisor is gone. A container whose CLI was
+        killed (a signal, or a lost supervisor) may outlive it: it is removed by name."""
         records = rr.read_records(run_dir)
         started, done = records.started, records.exit
         if done is not None:
+            if container is not None and done.code >= 128:
+                self._remove_container(run_dir, *container)
             return ReplicaExited(key, done.code, done.time, started.time if started else started_at)
-        return ReplicaLost(key, "SupervisorLost", rr.kill_orphan(run_dir, started))
+        lost = ReplicaLost(key, "SupervisorLost", rr.kill_orphan(run_dir, started))
+        if container is not None:
+            self._remove_container(run_dir, *container)
+        return lost
+
+    def _remove_container(self, run_dir: Path, runtime: ct.ContainerRuntime, name: str) -> None:
+        """``<runtime> rm --force NAME`` in the background; its output goes to the replica's
+        supervisor.log (a reader ignores lines that are not records)."""
+        task = asyncio.get_running_loop().create_task(
+            self._run_cli(runtime.remove_argv(name), run_dir / rr.SUPERVISOR_LOG)
+        )
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
+
+    async def _run_cli(self, argv: list[str], log_path: Path) -> None:
+        try:
+            with open(log_path, "ab") as out:
+                proc = await asyncio.create_subprocess_exec(
+                    *argv, stdin=self._devnull, stdout=out, stderr=out, start_new_session=True
+                )
+                await proc.wait()
+        except OSError as exc:
+            log.warning("%s failed: %s", argv, exc)
 
     # -- stop ---------------------------------------------------------------------------
 
@@ -536,12 +558,15 @@ class LocalExecutor:
             started = records.started
             rep = _Replica(key, run_dir, sup.pid, sup.ticks, started.time if started else sup.time)
             rep.job = started
+            rep.container = ct.read_container_file(run_dir)
             if self._watch(rep):
                 self._register(rep)
                 return ReplicaStarted(key, sup.pid, rep.started_at)
         if sup is not None:
             _reap(sup.pid)  # our own zombie when an earlier instance in this process spawned it
-        return self._final_event(key, run_dir, sup.time if sup else None)
+        return self._final_event(
+            key, run_dir, sup.time if sup else None, ct.read_container_file(run_dir)
+        )
 
     # -- helpers ------------------------------------------------------------------------
 
