@@ -28,6 +28,7 @@ Mapping of a :class:`~pier.spec.TaskRole` (Kubernetes semantics where a dialect 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -50,6 +51,7 @@ __all__ = [
     "detect_runtime",
     "plan_container",
     "read_container_file",
+    "run_cli",
     "write_container_file",
     "write_env_file",
 ]
@@ -243,6 +245,18 @@ def read_container_file(run_dir: Path) -> tuple[ContainerRuntime, str] | None:
         return None
     kind: RuntimeKind = "podman" if parts[0] == "podman" else "docker"
     return ContainerRuntime(kind, parts[1]), parts[2]
+
+
+async def run_cli(argv: list[str], log_path: Path) -> None:
+    """Run a runtime command (a removal) to its end, its output appended to ``log_path``."""
+    try:
+        with open(log_path, "ab") as out:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
+            )
+            await proc.wait()
+    except OSError as exc:
+        log.warning("%s failed: %s", argv, exc)
 
 
 # -- detection --------------------------------------------------------------------------

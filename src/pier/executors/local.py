@@ -29,7 +29,10 @@ reconciles from the records after a restart.
   before the task's env keep them within the share, see ``gpus.framework_memory_defaults``),
   ``PIER_TASK_ROLE``, ``PIER_REPLICA_INDEX``, ``PIER_NUM_REPLICAS`` (replicas of that role),
   ``PIER_JOB_ID``, ``PIER_ATTEMPT``. cwd: the task's ``working_dir`` (relative: to the run
-  dir), else the run dir.
+  dir), else the run dir (:mod:`pier.executors.plans`).
+- Container mode (``container_runtime``): a task with an ``image`` runs as the runtime's
+  ``run`` CLI in the foreground under the same supervisor (:mod:`pier.executors.containers`);
+  a container whose CLI died of a signal or lost its supervisor is removed by name.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from pier.executors import containers as ct
@@ -203,28 +207,14 @@ class LocalExecutor:
         run_dir = self._run_dir(job_id, attempt, replica)
         if run_dir is None or not run_dir.is_dir():
             return
-        position = max(0, offset)
-        fd: int | None = None
-        try:
-            while True:
-                # Decided before reading: whatever was written before the exit is then read.
-                finished = not follow or self._finished(job_id, attempt, replica, run_dir)
-                if fd is None:
-                    with contextlib.suppress(FileNotFoundError):
-                        fd = os.open(run_dir / rr.OUTPUT_LOG, os.O_RDONLY | os.O_CLOEXEC)
-                while fd is not None:  # in a thread: a 50 MB log must not stall the loop
-                    chunks = await asyncio.to_thread(rr.read_chunks, fd, position)
-                    for chunk in chunks:
-                        position += len(chunk)
-                        yield chunk
-                    if sum(map(len, chunks)) < rr.LOG_BATCH * rr.LOG_CHUNK:
-                        break
-                if finished:
-                    return
-                await asyncio.sleep(FOLLOW_INTERVAL)
-        finally:
-            if fd is not None:
-                os.close(fd)
+        # Decided before each read: whatever was written before the exit is then read.
+        finished = (
+            (lambda: True)
+            if not follow
+            else partial(self._finished, job_id, attempt, replica, run_dir)
+        )
+        async for chunk in rr.follow_output(run_dir, max(0, offset), finished, FOLLOW_INTERVAL):
+            yield chunk
 
     async def close(self) -> None:
         """Stop watching; replicas keep running and pending SIGKILL escalations are
@@ -251,24 +241,15 @@ class LocalExecutor:
         attempt this executor does not watch (another worker process runs the control loop)
         is read from its run records on disk."""
         if (job_id, attempt) not in self._attempts:
-            return self._recorded_processes(job_id, attempt)
+            attempt_dir = self._run_dir(job_id, attempt, "")
+            running = rr.running_jobs(attempt_dir) if attempt_dir is not None else []
+            return [ProcessGroup(job.pid, job.pgid, job.ticks) for job in running]
         found = []
         for rep in self._attempts.get((job_id, attempt), ()):
             if rep.job is None and not rep.done:
                 rep.job = rr.read_started(rep.run_dir)
             if rep.job is not None and not rep.done:
                 found.append(ProcessGroup(rep.job.pid, rep.job.pgid, rep.job.ticks))
-        return found
-
-    def _recorded_processes(self, job_id: str, attempt: int) -> list[ProcessGroup]:
-        attempt_dir = self._run_dir(job_id, attempt, "x")
-        if attempt_dir is None or not attempt_dir.parent.is_dir():
-            return []
-        found = []
-        for run_dir in sorted(attempt_dir.parent.iterdir()):
-            started = rr.read_started(run_dir)
-            if started is not None and not rr.finished(run_dir):
-                found.append(ProcessGroup(started.pid, started.pgid, started.ticks))
         return found
 
     # -- start --------------------------------------------------------------------------
@@ -469,20 +450,10 @@ class LocalExecutor:
         """``<runtime> rm --force NAME`` in the background; its output goes to the replica's
         supervisor.log (a reader ignores lines that are not records)."""
         task = asyncio.get_running_loop().create_task(
-            self._run_cli(runtime.remove_argv(name), run_dir / rr.SUPERVISOR_LOG)
+            ct.run_cli(runtime.remove_argv(name), run_dir / rr.SUPERVISOR_LOG)
         )
         self._cleanups.add(task)
         task.add_done_callback(self._cleanups.discard)
-
-    async def _run_cli(self, argv: list[str], log_path: Path) -> None:
-        try:
-            with open(log_path, "ab") as out:
-                proc = await asyncio.create_subprocess_exec(
-                    *argv, stdin=self._devnull, stdout=out, stderr=out, start_new_session=True
-                )
-                await proc.wait()
-        except OSError as exc:
-            log.warning("%s failed: %s", argv, exc)
 
     # -- stop ---------------------------------------------------------------------------
 
