@@ -122,3 +122,14 @@ def shared_api_without_runtime(
     home = tmp_path_factory.mktemp("no-runtime")
     with fresh_database("sqlite", home) as url, serving(make_settings(home / "home", url)) as api:
         yield api
+
+
+def test_a_job_with_neither_image_nor_command_is_refused_even_here(
+    server: Api, tenant: Tenant
+) -> None:
+    body = {"project": tenant.project, "tasks": [{}]}
+    r = server.client.post("/v1/jobs", json=body, headers=tenant.auth)
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert error["message"].startswith("a job without a command cannot run: give a command")
+    assert error["details"][0]["loc"] == ["body", "tasks", 0, "command"]
