@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
+from tests.containers import Podman, make_podman
 
 from pier.executors import runrecord
 from pier.store.db import Database
@@ -101,3 +102,24 @@ def kill_run_leftovers(runs_dir: Path) -> list[str]:
             killed.append(f"{what} ({pid})")
         time.sleep(0.1)
     return killed
+
+
+@pytest.fixture(scope="session")
+def podman(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Podman]:
+    """A podman that runs the test image (``tests.containers``), its configuration in this
+    process' environment for the session (test servers inherit it); skips where there is
+    none. Containers left at the end are removed (from its private storage only)."""
+    found = make_podman(tmp_path_factory.mktemp("podman"))
+    if isinstance(found, str):
+        pytest.skip(found)
+    saved = {key: os.environ.get(key) for key in found.env}
+    os.environ.update(found.env)
+    try:
+        yield found
+    finally:
+        found.run("rm", "--all", "--force", "--time", "0")
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     local_gpu_model: str = "simulated"
     local_cpus: float | None = Field(None, gt=0)
     local_memory: int | None = Field(None, gt=0)
+    container_runtime: Literal["auto", "podman", "docker", "none"] = "auto"
+    """Runs tasks that give an ``image`` in containers on the local executor
+    (docs/local-executor.md). ``auto``: podman, else docker, whichever CLI is found and works
+    (``podman info``; docker: its daemon answers); ``none``: images are recorded only, and an
+    image without a command is refused at submit. A named runtime that does not work stops
+    the server from starting."""
     cgroup_root: Path | None = None
     """A writable cgroup v2 directory: each replica gets a child cgroup with memory.max and
     cpu.max from its limits. Unset: limits are rlimits (memory) or recorded only (cpu)."""

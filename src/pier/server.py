@@ -23,6 +23,7 @@ from fastapi import FastAPI
 from pier.api.app import create_app
 from pier.config import Settings
 from pier.executors.base import Executor
+from pier.executors.containers import detect_runtime
 from pier.executors.gpus import detect_local_node
 from pier.executors.local import LocalExecutor
 from pier.runtime import Runtime
@@ -110,7 +111,12 @@ def make_executor(settings: Settings) -> Executor:
         cpus=settings.local_cpus,
         memory_bytes=settings.local_memory,
     )
-    return LocalExecutor(settings.runs_dir, node, cgroup_root=settings.cgroup_root)
+    return LocalExecutor(
+        settings.runs_dir,
+        node,
+        cgroup_root=settings.cgroup_root,
+        container_runtime=detect_runtime(settings.container_runtime),
+    )
 
 
 def _runtime(settings: Settings, db: Database, executor: Executor) -> Runtime:
@@ -123,7 +129,9 @@ def _runtime(settings: Settings, db: Database, executor: Executor) -> Runtime:
     )
 
 
-def _context(settings: Settings, db: Database, scheduler: SchedulerHandle) -> ServiceContext:
+def _context(
+    settings: Settings, db: Database, scheduler: SchedulerHandle, executor: Executor | None
+) -> ServiceContext:
     return ServiceContext(
         db=db,
         clock=time.time,
@@ -131,6 +139,7 @@ def _context(settings: Settings, db: Database, scheduler: SchedulerHandle) -> Se
         token_ttl_seconds=settings.token_ttl_seconds,
         files_dir=settings.home / "files",
         elastic_capacity=settings.executor == "ray",  # Ray clusters grow and shrink
+        runs_images=isinstance(executor, LocalExecutor) and executor.container_runtime is not None,
     )
 
 
@@ -139,7 +148,7 @@ def _prepare(settings: Settings) -> tuple[Database, accounts.BootstrapResult]:
     settings.home.mkdir(parents=True, exist_ok=True, mode=0o700)
     db = Database(settings.effective_database_url)
     upgrade(db.engine)
-    return db, _bootstrap(settings, _context(settings, db, IDLE_SCHEDULER))
+    return db, _bootstrap(settings, _context(settings, db, IDLE_SCHEDULER, None))
 
 
 def build(settings: Settings) -> Server:
@@ -147,7 +156,7 @@ def build(settings: Settings) -> Server:
     db, result = _prepare(settings)
     executor = make_executor(settings)
     runtime = _runtime(settings, db, executor)
-    ctx = _context(settings, db, runtime)
+    ctx = _context(settings, db, runtime, executor)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -178,7 +187,7 @@ def build_worker(settings: Settings) -> FastAPI:
             WakeSender(address), StateReader(settings.home, executor.capacity()), executor
         )
     )
-    ctx = _context(settings, db, handle)
+    ctx = _context(settings, db, handle, executor)
     lock = ControlLock(settings.home)
 
     @asynccontextmanager

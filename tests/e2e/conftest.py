@@ -102,6 +102,7 @@ class PierServer:
             "PIER_SCHEDULER_INTERVAL_SECONDS": str(interval),
             "PIER_ADMIN_PASSWORD": ADMIN_PASSWORD,
             "PIER_LOG_LEVEL": "info",
+            "PIER_CONTAINER_RUNTIME": "none",  # host processes, podman or not
             **(extra_env or {}),
         }
         # What a CLI user on this machine has: the home (credentials.json) and the url.

@@ -106,6 +106,9 @@ def make_settings(home: Path, database_url: str) -> Settings:
         local_memory=32 * 1024**3,
         admin_password=ADMIN_PASSWORD,
         scheduler_interval_seconds=0.2,
+        # Host processes only, podman or not on this machine (container mode has its own
+        # tests: tests/integration/executors/test_container_executor.py and the seeds').
+        container_runtime="none",
     )
 
 

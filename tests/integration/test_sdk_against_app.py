@@ -227,6 +227,7 @@ async def test_async_client_in_process(tmp_path: Path) -> None:
         home=tmp_path / "server-home",
         local_gpus=1,
         admin_password=ADMIN_PASSWORD,
+        container_runtime="none",
     )
     server = build(settings)
     try:

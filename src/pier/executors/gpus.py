@@ -16,6 +16,7 @@ from pier.executors.base import Device, NodeInfo
 
 __all__ = [
     "SIMULATED_GPU_MEMORY",
+    "SIMULATED_UUID_PREFIX",
     "detect_local_node",
     "framework_memory_defaults",
     "nvml_devices",
@@ -24,6 +25,8 @@ __all__ = [
 
 SIMULATED_GPU_MEMORY = 0
 """Device memory reported for simulated GPUs: 0 means unknown (nothing is allocated)."""
+SIMULATED_UUID_PREFIX = "SIM-"
+"""The UUIDs of simulated devices start with it (a container gets no such device)."""
 
 
 def detect_local_node(
@@ -45,7 +48,12 @@ def detect_local_node(
         if local_gpus < 0:
             raise ValueError("local_gpus must not be negative")
         gpus = tuple(
-            Device(index=i, model=gpu_model, memory_bytes=SIMULATED_GPU_MEMORY, uuid=f"SIM-{i}")
+            Device(
+                index=i,
+                model=gpu_model,
+                memory_bytes=SIMULATED_GPU_MEMORY,
+                uuid=f"{SIMULATED_UUID_PREFIX}{i}",
+            )
             for i in range(local_gpus)
         )
     else:

@@ -29,7 +29,10 @@ reconciles from the records after a restart.
   before the task's env keep them within the share, see ``gpus.framework_memory_defaults``),
   ``PIER_TASK_ROLE``, ``PIER_REPLICA_INDEX``, ``PIER_NUM_REPLICAS`` (replicas of that role),
   ``PIER_JOB_ID``, ``PIER_ATTEMPT``. cwd: the task's ``working_dir`` (relative: to the run
-  dir), else the run dir.
+  dir), else the run dir (:mod:`pier.executors.plans`).
+- Container mode (``container_runtime``): a task with an ``image`` runs as the runtime's
+  ``run`` CLI in the foreground under the same supervisor (:mod:`pier.executors.containers`);
+  a container whose CLI died of a signal or lost its supervisor is removed by name.
 """
 
 from __future__ import annotations
@@ -39,14 +42,15 @@ import contextlib
 import logging
 import math
 import os
-import shutil
 import signal
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
+from pier.executors import containers as ct
 from pier.executors import runrecord as rr
 from pier.executors.base import (
     ExecutorEvent,
@@ -60,7 +64,7 @@ from pier.executors.base import (
     ReplicaStarted,
     StartError,
 )
-from pier.executors.gpus import framework_memory_defaults, visible_devices_env
+from pier.executors.plans import Plan, plan_replica
 from pier.spec import TaskRole
 
 __all__ = ["SUPERVISOR_SCRIPT", "LocalExecutor"]
@@ -96,6 +100,7 @@ class _Replica:
     job: rr.StartedRecord | None = None
     pidfd: int | None = None
     cgroup: Path | None = None
+    container: tuple[ct.ContainerRuntime, str] | None = None  # runtime and container name
     stopping: bool = False
     kill_at: float = math.inf
     timers: list[asyncio.TimerHandle] = field(default_factory=list)
@@ -103,22 +108,14 @@ class _Replica:
     done: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    key: ReplicaKey
-    run_dir: Path
-    argv: list[str]
-    env: dict[str, str]
-    cwd: Path
-    task: TaskRole
-
-
 class LocalExecutor:
     """Runs replicas as supervised processes on ``node`` (this machine).
 
     ``cgroup_root``: a writable cgroup v2 directory under which one child group per replica
-    gets ``memory.max``/``cpu.max``; best effort. ``clock``: the time of ReplicaStarted at
-    spawn (records carry the supervisor's own times).
+    gets ``memory.max``/``cpu.max``; best effort. ``container_runtime``: run replicas of
+    tasks with an ``image`` in containers (:mod:`pier.executors.containers`); None: images
+    are recorded only. ``clock``: the time of ReplicaStarted at spawn (records carry the
+    supervisor's own times).
     """
 
     def __init__(
@@ -128,6 +125,7 @@ class LocalExecutor:
         *,
         bash: str = "/bin/bash",
         cgroup_root: Path | None = None,
+        container_runtime: ct.ContainerRuntime | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
         rr.check_bash(bash)
@@ -137,6 +135,8 @@ class LocalExecutor:
         self._bash = bash
         self._cgroup_root = cgroup_root
         self._cgroup_warned = False
+        self._container_runtime = container_runtime
+        self._cleanups: set[asyncio.Task[None]] = set()
         self._clock = clock
         self._base_env = {k: v for k, v in os.environ.items() if not k.startswith(SECRET_PREFIXES)}
         self._replicas: dict[ReplicaKey, _Replica] = {}
@@ -151,6 +151,11 @@ class LocalExecutor:
 
     def capacity(self) -> Sequence[NodeInfo]:
         return [self._node]
+
+    @property
+    def container_runtime(self) -> ct.ContainerRuntime | None:
+        """The runtime that runs tasks with an ``image``; None: images are recorded only."""
+        return self._container_runtime
 
     async def start(self, launch: LaunchRequest) -> None:
         if self._closed:
@@ -202,28 +207,14 @@ class LocalExecutor:
         run_dir = self._run_dir(job_id, attempt, replica)
         if run_dir is None or not run_dir.is_dir():
             return
-        position = max(0, offset)
-        fd: int | None = None
-        try:
-            while True:
-                # Decided before reading: whatever was written before the exit is then read.
-                finished = not follow or self._finished(job_id, attempt, replica, run_dir)
-                if fd is None:
-                    with contextlib.suppress(FileNotFoundError):
-                        fd = os.open(run_dir / rr.OUTPUT_LOG, os.O_RDONLY | os.O_CLOEXEC)
-                while fd is not None:  # in a thread: a 50 MB log must not stall the loop
-                    chunks = await asyncio.to_thread(rr.read_chunks, fd, position)
-                    for chunk in chunks:
-                        position += len(chunk)
-                        yield chunk
-                    if sum(map(len, chunks)) < rr.LOG_BATCH * rr.LOG_CHUNK:
-                        break
-                if finished:
-                    return
-                await asyncio.sleep(FOLLOW_INTERVAL)
-        finally:
-            if fd is not None:
-                os.close(fd)
+        # Decided before each read: whatever was written before the exit is then read.
+        finished = (
+            (lambda: True)
+            if not follow
+            else partial(self._finished, job_id, attempt, replica, run_dir)
+        )
+        async for chunk in rr.follow_output(run_dir, max(0, offset), finished, FOLLOW_INTERVAL):
+            yield chunk
 
     async def close(self) -> None:
         """Stop watching; replicas keep running and pending SIGKILL escalations are
@@ -240,6 +231,8 @@ class LocalExecutor:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
+        if self._cleanups:  # container removals under way: a few seconds at most
+            await asyncio.wait(self._cleanups, timeout=ct.PROBE_TIMEOUT)
         os.close(self._devnull)
         self._queue.put_nowait(None)
 
@@ -248,7 +241,9 @@ class LocalExecutor:
         attempt this executor does not watch (another worker process runs the control loop)
         is read from its run records on disk."""
         if (job_id, attempt) not in self._attempts:
-            return self._recorded_processes(job_id, attempt)
+            attempt_dir = self._run_dir(job_id, attempt, "")
+            running = rr.running_jobs(attempt_dir) if attempt_dir is not None else []
+            return [ProcessGroup(job.pid, job.pgid, job.ticks) for job in running]
         found = []
         for rep in self._attempts.get((job_id, attempt), ()):
             if rep.job is None and not rep.done:
@@ -257,22 +252,11 @@ class LocalExecutor:
                 found.append(ProcessGroup(rep.job.pid, rep.job.pgid, rep.job.ticks))
         return found
 
-    def _recorded_processes(self, job_id: str, attempt: int) -> list[ProcessGroup]:
-        attempt_dir = self._run_dir(job_id, attempt, "x")
-        if attempt_dir is None or not attempt_dir.parent.is_dir():
-            return []
-        found = []
-        for run_dir in sorted(attempt_dir.parent.iterdir()):
-            started = rr.read_started(run_dir)
-            if started is not None and not rr.finished(run_dir):
-                found.append(ProcessGroup(started.pid, started.pgid, started.ticks))
-        return found
-
     # -- start --------------------------------------------------------------------------
 
     def _plan(
         self, launch: LaunchRequest, placement: ReplicaPlacement, roles: dict[str, TaskRole]
-    ) -> _Plan:
+    ) -> Plan:
         what = f"job {launch.job_id} replica {placement.task}-{placement.index}"
         task = roles.get(placement.task)
         if task is None:
@@ -282,39 +266,20 @@ class LocalExecutor:
         run_dir = self._run_dir(launch.job_id, launch.attempt, f"{task.name}-{placement.index}")
         if run_dir is None:
             raise StartError(f"{what}: job id or attempt cannot name a directory")
-        argv = task.argv
-        if not argv:
-            raise StartError(f"{what}: no command to run")
-        cwd = run_dir
-        if task.working_dir:
-            cwd = run_dir / task.working_dir  # an absolute working_dir replaces run_dir
-            if not cwd.is_dir():
-                raise StartError(f"{what}: working directory {task.working_dir} does not exist")
-        env = {
-            **self._base_env,
-            **framework_memory_defaults(placement.gpu_fraction),
-            **launch.env,
-            **task.env,
-            **visible_devices_env(placement.devices, placement.gpu_fraction),
-            "PIER_TASK_ROLE": task.name,
-            "PIER_REPLICA_INDEX": str(placement.index),
-            "PIER_NUM_REPLICAS": str(task.replicas),
-            "PIER_JOB_ID": launch.job_id,
-            "PIER_ATTEMPT": str(launch.attempt),
-        }
-        if "/" in argv[0]:
-            exe = cwd / argv[0]
-            found = exe.is_file() and os.access(exe, os.X_OK)
-        else:
-            found = shutil.which(argv[0], path=env.get("PATH", os.defpath)) is not None
-        if not found:
-            raise StartError(f"{what}: executable '{argv[0]}' not found (PATH and cwd {cwd})")
-        key = ReplicaKey(launch.job_id, launch.attempt, task.name, placement.index)
-        if key in self._replicas:  # its supervisor may not have written a record yet
+        plan = plan_replica(
+            launch,
+            placement,
+            task,
+            run_dir,
+            node=self._node,
+            base_env=self._base_env,
+            runtime=self._container_runtime,
+        )
+        if plan.key in self._replicas:  # its supervisor may not have written a record yet
             raise StartError(f"{what}: already running")
-        return _Plan(key, run_dir, argv, env, cwd, task)
+        return plan
 
-    def _spawn(self, plan: _Plan) -> _Replica:
+    def _spawn(self, plan: Plan) -> _Replica:
         # Top down: job and attempt dirs are usually new too (pathlib's parents=True would
         # first fail on the leaf; each mkdir is ~0.2 ms on an overlay filesystem).
         for parent in (plan.run_dir.parent.parent, plan.run_dir.parent):
@@ -329,10 +294,18 @@ class LocalExecutor:
                 ) from None
         env = plan.env
         resources = plan.task.resources
-        cgroup = self._make_cgroup(plan.key, plan.task)
-        if resources.memory_limit or cgroup is not None:
+        container = None
+        if plan.container is not None and plan.runtime is not None:
+            # The runtime enforces the limits (the CLI must not run under them).
+            ct.write_env_file(plan.run_dir / ct.ENV_FILE, plan.container)
+            ct.write_container_file(plan.run_dir, plan.runtime, plan.container.name)
+            container = (plan.runtime, plan.container.name)
+            cgroup = None
+        else:
+            cgroup = self._make_cgroup(plan.key, plan.task)
+        if (resources.memory_limit and container is None) or cgroup is not None:
             env = dict(env)
-            if resources.memory_limit:
+            if resources.memory_limit and container is None:
                 env["PIER_SUP_DATA_KIB"] = str(math.ceil(resources.memory_limit / 1024))
             if cgroup is not None:
                 env["PIER_SUP_CGROUP"] = str(cgroup)
@@ -350,6 +323,7 @@ class LocalExecutor:
         )
         _children[proc.pid] = proc
         rep = _Replica(plan.key, plan.run_dir, proc.pid, 0, self._clock(), cgroup=cgroup)
+        rep.container = container
         self._register(rep)
         if not self._watch(rep):  # cannot happen to an unreaped child; poll it then
             self._polled.add(rep)
@@ -448,19 +422,38 @@ class LocalExecutor:
         if rep.cgroup is not None:
             with contextlib.suppress(OSError):
                 rep.cgroup.rmdir()
-        event = self._final_event(rep.key, rep.run_dir, rep.started_at)
+        event = self._final_event(rep.key, rep.run_dir, rep.started_at, rep.container)
         if not rep.silent:
             self._queue.put_nowait(event)
 
     def _final_event(
-        self, key: ReplicaKey, run_dir: Path, started_at: float | None
+        self,
+        key: ReplicaKey,
+        run_dir: Path,
+        started_at: float | None,
+        container: tuple[ct.ContainerRuntime, str] | None,
     ) -> ReplicaExited | ReplicaLost:
-        """What happened to a replica whose supervisor is gone."""
+        """What happened to a replica whose supervisor is gone. A container whose CLI was
+        killed (a signal, or a lost supervisor) may outlive it: it is removed by name."""
         records = rr.read_records(run_dir)
         started, done = records.started, records.exit
         if done is not None:
+            if container is not None and done.code >= 128:
+                self._remove_container(run_dir, *container)
             return ReplicaExited(key, done.code, done.time, started.time if started else started_at)
-        return ReplicaLost(key, "SupervisorLost", rr.kill_orphan(run_dir, started))
+        lost = ReplicaLost(key, "SupervisorLost", rr.kill_orphan(run_dir, started))
+        if container is not None:
+            self._remove_container(run_dir, *container)
+        return lost
+
+    def _remove_container(self, run_dir: Path, runtime: ct.ContainerRuntime, name: str) -> None:
+        """``<runtime> rm --force NAME`` in the background; its output goes to the replica's
+        supervisor.log (a reader ignores lines that are not records)."""
+        task = asyncio.get_running_loop().create_task(
+            ct.run_cli(runtime.remove_argv(name), run_dir / rr.SUPERVISOR_LOG)
+        )
+        self._cleanups.add(task)
+        task.add_done_callback(self._cleanups.discard)
 
     # -- stop ---------------------------------------------------------------------------
 
@@ -536,12 +529,15 @@ class LocalExecutor:
             started = records.started
             rep = _Replica(key, run_dir, sup.pid, sup.ticks, started.time if started else sup.time)
             rep.job = started
+            rep.container = ct.read_container_file(run_dir)
             if self._watch(rep):
                 self._register(rep)
                 return ReplicaStarted(key, sup.pid, rep.started_at)
         if sup is not None:
             _reap(sup.pid)  # our own zombie when an earlier instance in this process spawned it
-        return self._final_event(key, run_dir, sup.time if sup else None)
+        return self._final_event(
+            key, run_dir, sup.time if sup else None, ct.read_container_file(run_dir)
+        )
 
     # -- helpers ------------------------------------------------------------------------
 

@@ -21,12 +21,13 @@ signalling, orphan clean-up, log chunks, the bash check and cgroup creation.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
 import signal
 import subprocess
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -41,6 +42,7 @@ __all__ = [
     "SupervisorRecord",
     "check_bash",
     "finished",
+    "follow_output",
     "is_alive",
     "kill_orphan",
     "live_supervisors",
@@ -50,6 +52,7 @@ __all__ = [
     "read_records",
     "read_started",
     "read_supervisor",
+    "running_jobs",
     "signal_job",
 ]
 
@@ -235,6 +238,18 @@ def kill_orphan(run_dir: Path, started: StartedRecord | None) -> str:
     return f"{lost}; its orphaned job (process group {started.pgid}) was killed"
 
 
+def running_jobs(attempt_dir: Path) -> list[StartedRecord]:
+    """The started, unfinished jobs of an attempt's run directories (judged from disk)."""
+    if not attempt_dir.is_dir():
+        return []
+    found = []
+    for run_dir in sorted(attempt_dir.iterdir()):
+        started = read_started(run_dir)
+        if started is not None and not finished(run_dir):
+            found.append(started)
+    return found
+
+
 def finished(run_dir: Path) -> bool:
     """Whether nothing more will be written to the replica's output (judged from disk)."""
     records = read_records(run_dir)
@@ -257,6 +272,34 @@ def read_chunks(fd: int, position: int) -> list[bytes]:
 
 
 @cache
+async def follow_output(
+    run_dir: Path, position: int, finished: Callable[[], bool], interval: float
+) -> AsyncIterator[bytes]:
+    """``output.log`` from ``position``: what is there, then (until ``finished()``, asked
+    before each read so that nothing written before the end is missed) what comes, every
+    ``interval`` seconds. Reads run in a thread: a 50 MB log must not stall the loop."""
+    fd: int | None = None
+    try:
+        while True:
+            done = finished()
+            if fd is None:
+                with contextlib.suppress(FileNotFoundError):
+                    fd = os.open(run_dir / OUTPUT_LOG, os.O_RDONLY | os.O_CLOEXEC)
+            while fd is not None:
+                chunks = await asyncio.to_thread(read_chunks, fd, position)
+                for chunk in chunks:
+                    position += len(chunk)
+                    yield chunk
+                if sum(map(len, chunks)) < LOG_BATCH * LOG_CHUNK:
+                    break
+            if done:
+                return
+            await asyncio.sleep(interval)
+    finally:
+        if fd is not None:
+            os.close(fd)
+
+
 def check_bash(bash: str) -> None:
     """Raise ValueError unless ``bash`` can run the supervisor (5.1+: ``wait -p``)."""
     probe = 'echo "${BASH_VERSINFO[0]} ${BASH_VERSINFO[1]}"'

@@ -127,3 +127,6 @@ class ServiceContext:
     elastic_capacity: bool = False
     """The inventory can grow (a Ray cluster's autoscaler): a job no current node can hold
     waits Pending with the reason instead of being rejected at submit."""
+    runs_images: bool = False
+    """The executor runs a task's ``image`` (a container runtime): an image without a
+    command is then accepted (its entrypoint runs)."""

@@ -115,13 +115,16 @@ def _history_entry(row: Row[Any]) -> HistoryEntry:
 def _validate_for_executor(ctx: ServiceContext, spec: JobSpec) -> None:
     """Reject what the executor can never run, naming the field."""
     for i, task in enumerate(spec.tasks):
-        if not task.command:
-            what = f"image '{task.image}' alone" if task.image else "a job without a command"
-            raise Invalid(
-                f"{what} cannot run: this pier runs commands on its machines and has no "
-                "container runtime, so give a command (the image is then recorded only)",
-                loc=["body", "tasks", i, "command"],
-            )
+        if not task.command and not (task.image and ctx.runs_images):
+            if task.image:
+                message = (
+                    f"image '{task.image}' alone cannot run: this pier runs commands on its "
+                    "machines and has no container runtime, so give a command (the image is "
+                    "then recorded only)"
+                )
+            else:
+                message = "a job without a command cannot run: give a command or an image"
+            raise Invalid(message, loc=["body", "tasks", i, "command"])
     lc = spec.lifecycle
     if lc.parallelism is not None and (
         len(spec.tasks) != 1 or lc.parallelism != spec.replica_count

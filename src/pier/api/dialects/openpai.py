@@ -15,8 +15,8 @@ Where the seed is vague, pier does what OpenPAI's rest-server does (its Joi sche
   last-applied configuration), so ``GET .../config`` answers what was sent.
 - ``memoryMB`` and ``shmMB`` are MiB (YARN's megabytes); ``memoryMB`` is the memory request the
   scheduler places by, not a hard limit. ``cpuNumber`` is cores, ``gpuNumber`` whole GPUs,
-  ``gpuType`` the GPU model a node must have. ``image`` is recorded (pier's local executor has
-  no container runtime); ``command`` runs under ``/bin/bash -c``.
+  ``gpuType`` the GPU model a node must have. ``image`` is where the commands run when the local
+  executor has a container runtime, else recorded; ``command`` runs under ``/bin/bash -c``.
 - ``retryCount`` n >= 0 is pier's backoff limit; -1 (retry failures without end) is 1000
   retries, pier's maximum; -2 (re-run even after success) is refused.
 - ``minFailedTaskCount`` null means failures of that role never fail the job (pier's -1);

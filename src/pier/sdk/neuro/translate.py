@@ -6,8 +6,9 @@ Choices where the seed is vague (what the real Neuromation platform did):
 - ``Resources.memory_mb`` is mebibytes (the platform asked Kubernetes for ``<n>Mi``); it is
   the memory request. ``shm=True`` asks for a large ``/dev/shm`` (``large_shm``).
 - ``entrypoint`` and ``command`` are split like a shell would (``shlex``), without running
-  a shell: ``entrypoint`` + ``command`` is the argv (Docker's ENTRYPOINT + CMD). pier has no
-  container runtime, so a container without either cannot run (the server says so).
+  a shell: ``entrypoint`` + ``command`` is the argv (Docker's ENTRYPOINT + CMD). A container
+  without either runs the image's own only where pier has a container runtime (otherwise the
+  server refuses it, saying so).
 - Neuro jobs are not restarted when they fail: ``backoff_limit`` 0.
 - ``JobStatus``: pier's ``Stopped`` (killed) reads as ``SUCCEEDED`` with the reason
   ``StoppedByUser``, as the platform reported killed jobs before it had a CANCELLED state.

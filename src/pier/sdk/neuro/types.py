@@ -40,8 +40,8 @@ class JobStatus(str, Enum):  # noqa: UP042 - Neuro's JobStatus is a (str, Enum),
 
 @dataclass(frozen=True)
 class RemoteImage:
-    """An image reference ``[registry/][owner/]name[:tag]``. pier runs commands on its
-    machines without a container runtime: the image is recorded, not pulled."""
+    """An image reference ``[registry/][owner/]name[:tag]``. A pier with a container runtime
+    runs the job in it; without one, the image is recorded, not pulled."""
 
     name: str
     tag: str | None = None
