@@ -12,11 +12,8 @@ cluster's dashboard over HTTP only (no ``ray.init()`` in the server): Ray's own
   one is refused, those already submitted are stopped and the start fails. A replica placed
   on a node that has just left is reported ``PlatformLost`` (requeued).
 - Watch: one task polls the attempts' Ray jobs (``get_job_info`` each, or one ``list_jobs``
-  when many run): every ``poll_interval`` while few run, less often as more do. A replica
-  just started (or just stopped) is polled sooner: every ``FAST`` seconds at first, then
-  every ``AGE_SHARE`` of its age, so its end is seen within ~3 % of its run time (a 1 s
-  job's within ~30 ms instead of 100); the young replicas share that one fast rate, so the
-  extra requests stay at most 1 / ``FAST`` per second however many start together.
+  when many run): every ``poll_interval`` while few run, less often as more do; a replica
+  just started or stopped sooner, every ~3 % of its age (:mod:`pier.executors.ray_schedule`).
   SUCCEEDED -> exit 0, FAILED -> Ray's driver exit code, STOPPED -> 143; a job Ray lost with
   its supervisor actor (node died) -> requeued.
 - Faults: when the dashboard cannot be reached, every watched replica is reported
@@ -66,31 +63,17 @@ from pier.executors.ray_mapping import (
     replica_submission,
     submission_id,
 )
+from pier.executors.ray_schedule import FEW, LIST_THRESHOLD, poll_intervals
 
-__all__ = ["RayExecutor", "poll_intervals"]
+__all__ = ["RayExecutor"]
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
 
-FEW = 4  # watched replicas polled every poll_interval
-LIST_THRESHOLD = 16  # more watched jobs than this: one list_jobs instead of one GET each
-FAST = 0.025  # the quickest a young replica is polled (shared by all young ones)
-AGE_SHARE = 1 / 32  # a young replica is polled every this share of its age
 UNREACHABLE_INTERVAL = 1.0
 FOLLOW_INTERVAL = 0.5
 MISSING_PATIENCE = 30.0  # a followed replica may be claimed a moment before it is submitted
 TERMINAL = frozenset({"SUCCEEDED", "FAILED", "STOPPED"})
-
-
-def poll_intervals(ages: Sequence[float], base: float) -> list[float]:
-    """How often to poll each watched replica, given how long each has been watched.
-
-    A replica is young while ``AGE_SHARE`` of its age is under ``base``: it is polled every
-    ``max(FAST, AGE_SHARE * age)`` (its end is seen within ~3 % of its run time), but no
-    more often than every ``FAST * young`` seconds, so the young ones together make at most
-    one request every ``FAST``. The others are polled every ``base``."""
-    young = sum(1 for age in ages if age * AGE_SHARE < base)
-    return [min(base, max(FAST, age * AGE_SHARE, FAST * young)) for age in ages]
 
 
 @dataclass(slots=True, eq=False)

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pier.executors.ray import AGE_SHARE, FAST, poll_intervals
+from pier.executors.ray_schedule import AGE_SHARE, FAST, poll_intervals
 
 BASE = 0.1
 
