@@ -12,7 +12,8 @@ cluster's dashboard over HTTP only (no ``ray.init()`` in the server): Ray's own
   one is refused, those already submitted are stopped and the start fails. A replica placed
   on a node that has just left is reported ``PlatformLost`` (requeued).
 - Watch: one task polls the attempts' Ray jobs (``get_job_info`` each, or one ``list_jobs``
-  when many run): every ``poll_interval`` while few run, less often as more do.
+  when many run): every ``poll_interval`` while few run, less often as more do; a replica
+  just started or stopped sooner, every ~3 % of its age (:mod:`pier.executors.ray_schedule`).
   SUCCEEDED -> exit 0, FAILED -> Ray's driver exit code, STOPPED -> 143; a job Ray lost with
   its supervisor actor (node died) -> requeued.
 - Faults: when the dashboard cannot be reached, every watched replica is reported
@@ -31,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -61,14 +63,13 @@ from pier.executors.ray_mapping import (
     replica_submission,
     submission_id,
 )
+from pier.executors.ray_schedule import FEW, LIST_THRESHOLD, poll_intervals
 
 __all__ = ["RayExecutor"]
 
 log = logging.getLogger(__name__)
 R = TypeVar("R")
 
-FEW = 4  # watched replicas polled every poll_interval
-LIST_THRESHOLD = 16  # more watched jobs than this: one list_jobs instead of one GET each
 UNREACHABLE_INTERVAL = 1.0
 FOLLOW_INTERVAL = 0.5
 MISSING_PATIENCE = 30.0  # a followed replica may be claimed a moment before it is submitted
@@ -80,6 +81,9 @@ class _Replica:
     key: ReplicaKey
     sid: str
     started_at: float
+    watch_from: float = 0.0
+    """Loop time its watch (re)started: submitted, recovered or stopped (see ``_due``)."""
+    polled_at: float = 0.0
     unreachable: bool = False
     stop_at: float | None = None
     stop_grace: float = 0.0
@@ -120,6 +124,7 @@ class RayExecutor:
         self._wake = asyncio.Event()
         self._watcher: asyncio.Task[None] | None = None
         self._last_poll = 0.0
+        self._list_due = 0.0
         self._closed = False
 
     # -- protocol -----------------------------------------------------------------------
@@ -211,7 +216,9 @@ class RayExecutor:
             for r in self._replicas.values()
             if r.key.job_id == job_id and r.key.attempt == attempt and not r.done
         ]
+        watch_from = asyncio.get_running_loop().time()
         for rep in reps:
+            rep.watch_from = rep.polled_at = watch_from  # its end comes soon: look often
             if rep.stop_at is None:
                 rep.stop_at, rep.stop_grace = now, grace_seconds
         if reps:
@@ -274,6 +281,7 @@ class RayExecutor:
                 await self._watcher
         await self._http.aclose()
         self._pool.shutdown(wait=False, cancel_futures=True)
+        self._jobs.close()
         self._queue.put_nowait(None)
 
     # -- watching -----------------------------------------------------------------------
@@ -281,7 +289,9 @@ class RayExecutor:
     def _register(self, key: ReplicaKey, started_at: float = 0.0) -> _Replica:
         rep = self._replicas.get(key)
         if rep is None or rep.done:
-            rep = self._replicas[key] = _Replica(key, submission_id(key), started_at)
+            now = asyncio.get_running_loop().time()
+            rep = _Replica(key, submission_id(key), started_at, watch_from=now, polled_at=now)
+            self._replicas[key] = rep
         return rep
 
     def _ensure_watcher(self) -> None:
@@ -294,6 +304,7 @@ class RayExecutor:
         loop = asyncio.get_running_loop()
         next_nodes = loop.time() + self._nodes_interval
         while True:
+            failed = False
             try:
                 if loop.time() >= next_nodes or not self._reachable:
                     next_nodes = loop.time() + self._nodes_interval
@@ -302,21 +313,40 @@ class RayExecutor:
                     await self._poll()
             except Exception:
                 log.exception("watching the Ray cluster at %s failed; retrying", self._address)
-            interval = self._interval() if self._reachable else UNREACHABLE_INTERVAL
+                failed = True
+            if not self._reachable:
+                interval = UNREACHABLE_INTERVAL
+            elif failed:  # what was due is due again: not at once
+                interval = self._poll_interval
+            else:
+                now = loop.time()
+                interval = max(min(self._next_due(now), next_nodes) - now, 0.001)
             with contextlib.suppress(TimeoutError):  # not wait_for: it can swallow a cancel
                 async with asyncio.timeout(interval):
                     await self._wake.wait()
             self._wake.clear()
 
-    def _interval(self) -> float:
-        """Poll often while few replicas run (an exit is seen within ``poll_interval``),
-        less often as each poll costs one request per replica, then one list per pass."""
-        watched = len(self._replicas)
-        if watched <= FEW:
-            return self._poll_interval
-        if watched <= LIST_THRESHOLD:
-            return 2.5 * self._poll_interval
-        return max(5 * self._poll_interval, 2 * self._last_poll)
+    def _base_interval(self, watched: int) -> float:
+        """How often a replica is polled once it is no longer young: every
+        ``poll_interval`` while few run, less often as each poll costs one request."""
+        return self._poll_interval if watched <= FEW else 2.5 * self._poll_interval
+
+    def _due(self, watched: Sequence[_Replica], now: float) -> list[tuple[_Replica, float]]:
+        """Each watched replica with the loop time its next poll is due."""
+        base = self._base_interval(len(watched))
+        intervals = poll_intervals([now - r.watch_from for r in watched], base)
+        return [
+            (rep, now if rep.unreachable else rep.polled_at + interval)  # outage over: look
+            for rep, interval in zip(watched, intervals, strict=True)
+        ]
+
+    def _next_due(self, now: float) -> float:
+        watched = [r for r in self._replicas.values() if not r.done]
+        if not watched:
+            return math.inf
+        if len(watched) > LIST_THRESHOLD:
+            return self._list_due
+        return min(at for _, at in self._due(watched, now))
 
     async def _refresh_nodes(self) -> None:
         try:
@@ -338,24 +368,38 @@ class RayExecutor:
         watched = [r for r in self._replicas.values() if not r.done]
         if not watched:
             return
+        now = asyncio.get_running_loop().time()
+        if len(watched) > LIST_THRESHOLD:  # one list for all, every 0.5 s or more
+            if now < self._list_due and not any(r.unreachable for r in watched):
+                return
+            polled = watched
+        else:
+            polled = [rep for rep, at in self._due(watched, now) if at <= now]
+        if not polled:
+            return
+        await self._poll_these(polled, now)
+        unsent = [r for r in polled if not r.done and r.stop_at is not None and not r.stop_sent]
+        if unsent:  # a stop asked for while the cluster could not be reached
+            await self._send_stops(unsent)
+
+    async def _poll_these(self, polled: Sequence[_Replica], now: float) -> None:
         began = time.perf_counter()
         try:
-            found = await self._fetch(watched)
+            found = await self._fetch(polled)
         except Exception as exc:
             if not unreachable(exc):
                 raise
             self._mark_unreachable(exc)
             return
         self._last_poll = time.perf_counter() - began
-        for rep in watched:
+        self._list_due = now + max(5 * self._poll_interval, 2 * self._last_poll)
+        for rep in polled:
+            rep.polled_at = now
             if rep.done:  # decided meanwhile (a concurrent stop of a PENDING job)
                 continue
             event = self._reconcile(rep, found.get(rep.sid))
             if event is not None:
                 self._queue.put_nowait(event)
-        unsent = [r for r in watched if not r.done and r.stop_at is not None and not r.stop_sent]
-        if unsent:  # a stop asked for while the cluster could not be reached
-            await self._send_stops(unsent)
 
     async def _fetch(self, watched: Sequence[_Replica]) -> dict[str, JobDetails]:
         """The Ray jobs of ``watched`` that Ray knows, by submission id."""
