@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from pier.scheduler.las import DEFAULT_THRESHOLDS, LasPolicy, _gpus
 from pier.scheduler.quota import DEFAULT_MAX_RECLAIMS, DEFAULT_RESERVE_AFTER
@@ -49,13 +49,27 @@ def grid(start: float, ratio: float, cells: int) -> tuple[float, ...]:
 
 def gittins_ranks(history: Sequence[float], edges: Sequence[float], step: float) -> tuple[int, ...]:
     """The rank of each cell of ``edges`` for the service distribution ``history``."""
-    cells = len(edges)
-    counts = [0] * cells
-    sums = [0.0] * cells
-    for s in history:
+    counts = [0] * len(edges)
+    sums = [0] * len(edges)
+    _bin(history, edges, counts, sums, 1)
+    return _ranks(counts, sums, edges, step)
+
+
+def _bin(
+    values: Iterable[float], edges: Sequence[float], counts: list[int], sums: list[int], sign: int
+) -> None:
+    """Add (``sign`` 1) or remove (-1) values to the per-cell counts and sums (of whole
+    GPU-seconds: integers, so that removing is exact)."""
+    for s in values:
         i = bisect_right(edges, s) - 1
-        counts[i] += 1
-        sums[i] += s
+        counts[i] += sign
+        sums[i] += sign * round(s)
+
+
+def _ranks(
+    counts: Sequence[int], sums: Sequence[int], edges: Sequence[float], step: float
+) -> tuple[int, ...]:
+    cells = len(edges)
     log_step = math.log(step)
     ranks: list[int | None] = []
     above = sum(counts)
@@ -65,16 +79,18 @@ def gittins_ranks(history: Sequence[float], edges: Sequence[float], step: float)
         done = 0
         spent = 0.0
         for j in range(k, cells):
-            done += counts[j]
-            spent += sums[j] - counts[j] * a
+            n = counts[j]
+            done += n
+            spent += sums[j] - n * a
             if done == 0:
                 continue
             rest = above - done
-            cost = spent + (rest * (edges[j + 1] - a) if rest else 0.0)
+            cost = spent + rest * (edges[j + 1] - a) if rest else spent
             if cost <= 0.0:
                 best = math.inf
                 break
-            best = max(best, done / cost)
+            if done > best * cost:  # done / cost > best
+                best = done / cost
         if best == 0.0:
             ranks.append(None)
         else:
@@ -98,7 +114,7 @@ class GittinsPolicy(LasPolicy):
         max_reclaims: int = DEFAULT_MAX_RECLAIMS,
         explain: bool = True,
         fragmentation_aware: bool = False,
-        preempt_gap: int = 2,
+        preempt_gap: int = 1,
         smallest_first: bool = True,
     ) -> None:
         if grid_start <= 0 or grid_ratio <= 1 or grid_cells < 2 or index_step <= 1:
@@ -115,7 +131,7 @@ class GittinsPolicy(LasPolicy):
         self.edges = grid(grid_start, grid_ratio, grid_cells)
         self.index_step = index_step
         self.min_history = min_history
-        self._cache: dict[str, tuple[tuple[float, ...], tuple[int, ...]]] = {}
+        self._cache: dict[str, _Table] = {}
         self._ranks: dict[str, tuple[int, ...]] = {}
 
     learns_from_history = True
@@ -131,17 +147,19 @@ class GittinsPolicy(LasPolicy):
 
     def _tables(self, projects: Mapping[str, ProjectState]) -> dict[str, tuple[int, ...]]:
         """Each project's rank per cell, for those with enough history (memoized by the
-        history: a pure function of the snapshot)."""
+        history, and updated in place when it only slid on: a pure function of the
+        snapshot)."""
         tables: dict[str, tuple[int, ...]] = {}
         for name, state in projects.items():
             history = state.service_history
             if len(history) < self.min_history:
                 continue
-            cached = self._cache.get(name)
-            if cached is None or cached[0] != history:
-                cached = (history, gittins_ranks(history, self.edges, self.index_step))
-                self._cache[name] = cached
-            tables[name] = cached[1]
+            table = self._cache.get(name)
+            if table is None:
+                table = self._cache[name] = _Table(len(self.edges))
+            if table.history != history:
+                table.update(history, self.edges, self.index_step)
+            tables[name] = table.ranks
         for name in [n for n in self._cache if n not in projects]:
             del self._cache[name]
         return tables
@@ -189,3 +207,32 @@ class GittinsPolicy(LasPolicy):
                 if rank > top.get(v.priority, -1):
                     top[v.priority] = rank
         return lowest, top
+
+
+class _Table:
+    """A project's history binned on the grid, and its ranks."""
+
+    __slots__ = ("counts", "history", "ranks", "sums")
+
+    def __init__(self, cells: int) -> None:
+        self.history: tuple[float, ...] = ()
+        self.counts = [0] * cells
+        self.sums = [0] * cells
+        self.ranks: tuple[int, ...] = ()
+
+    def update(self, history: tuple[float, ...], edges: Sequence[float], step: float) -> None:
+        old = self.history
+        # the usual change: the newest jobs appended, the oldest dropped
+        for dropped in range(min(len(old), 8) + 1):
+            kept = len(old) - dropped
+            added = len(history) - kept
+            if 0 <= added <= 8 and history[:kept] == old[dropped:]:
+                _bin(old[:dropped], edges, self.counts, self.sums, -1)
+                _bin(history[kept:], edges, self.counts, self.sums, 1)
+                break
+        else:
+            self.counts = [0] * len(edges)
+            self.sums = [0] * len(edges)
+            _bin(history, edges, self.counts, self.sums, 1)
+        self.history = history
+        self.ranks = _ranks(self.counts, self.sums, edges, step)
