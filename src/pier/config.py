@@ -68,7 +68,7 @@ class Settings(BaseSettings):
     workers: int = Field(1, ge=1, le=64)
     """API worker processes. One process serves about one core (the GIL); with more, one
     of them runs the control loop and the others hand it work (see ``pier.workers``)."""
-    scheduler_policy: Literal["quota", "las", "fifo"] = "quota"
+    scheduler_policy: Literal["quota", "las", "gittins", "fifo"] = "quota"
     """``quota``: deserved quotas, borrowing, reclaim, fair share (docs/scheduler.md);
     ``las``: the same with least-attained-service order for training jobs; ``fifo``: the
     first, greedy policy (project hard limits only)."""

@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import TypeVar
@@ -42,7 +43,7 @@ from pier.executors.base import (
 )
 from pier.scheduler.types import PendingInfo, Policy
 from pier.services import execution
-from pier.services.snapshot import CycleInputs, SpecCache, load_snapshot
+from pier.services.snapshot import CycleInputs, SpecCache, load_snapshot, service_histories
 from pier.services.unreachable import mark_unreachable
 from pier.store.db import Database
 
@@ -54,6 +55,10 @@ R = TypeVar("R")
 MAX_STARTS_PER_PASS = 128
 REST_CAP = 0.25
 HOUSEKEEPING_SECONDS = 5.0
+HISTORY_SECONDS = 30.0
+"""How often finished jobs' service is read again for a policy that learns from it."""
+HISTORY_JOBS = 1_000
+"""Finished jobs per project whose service such a policy sees."""
 
 
 def _blocks(info: PendingInfo) -> bool:
@@ -92,6 +97,12 @@ class Runtime:
         self._last_full_pass = 0.0
         self._submitted: set[str] = set()
         self.passes = 0
+        self._histories: dict[str, tuple[float, ...]] | None = (
+            {} if getattr(policy, "learns_from_history", False) else None
+        )
+        """Finished jobs' service per project, for a policy that learns from it; read again
+        at most every ``HISTORY_SECONDS``."""
+        self._histories_at = -math.inf
 
     # -- the handle request handlers use (services.context.SchedulerHandle) --
 
@@ -248,8 +259,12 @@ class Runtime:
                 await asyncio.to_thread(self._write, execution.expire, expired, now)
 
     def _load(self, conn: Connection, only_pending: set[str] | None) -> CycleInputs:
+        now = self._clock()
+        if self._histories is not None and now - self._histories_at >= HISTORY_SECONDS:
+            self._histories = service_histories(conn, HISTORY_JOBS)
+            self._histories_at = now
         return load_snapshot(
-            conn, self._executor.capacity(), self._specs, self._clock(), only_pending
+            conn, self._executor.capacity(), self._specs, now, only_pending, self._histories
         )
 
     async def _start(self, launches: Sequence[LaunchRequest]) -> None:

@@ -28,6 +28,7 @@ from pier.executors.gpus import detect_local_node
 from pier.executors.local import LocalExecutor
 from pier.runtime import Runtime
 from pier.scheduler.fifo import FifoPolicy
+from pier.scheduler.gittins import GittinsPolicy
 from pier.scheduler.las import LasPolicy
 from pier.scheduler.quota import QuotaPolicy
 from pier.scheduler.types import Policy
@@ -90,6 +91,8 @@ def make_policy(settings: Settings) -> Policy:
     """The scheduling policy ``scheduler_policy`` names (docs/scheduler.md)."""
     if settings.scheduler_policy == "las":
         return LasPolicy()
+    if settings.scheduler_policy == "gittins":
+        return GittinsPolicy()
     if settings.scheduler_policy == "fifo":
         return FifoPolicy()
     return QuotaPolicy()

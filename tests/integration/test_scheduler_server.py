@@ -16,9 +16,11 @@ import httpx
 
 from pier.config import Settings
 from pier.scheduler.fifo import FifoPolicy
+from pier.scheduler.gittins import GittinsPolicy
 from pier.scheduler.las import LasPolicy
 from pier.scheduler.quota import QuotaPolicy
 from pier.server import build, make_policy
+from pier.services.snapshot import service_histories
 
 from .conftest import ADMIN_PASSWORD, Api, running, serving
 from .test_cli_against_server import Pier, cli_home
@@ -75,6 +77,27 @@ def test_policy_is_chosen_by_settings(settings: Settings) -> None:
     assert isinstance(las, LasPolicy)
     fifo = make_policy(settings.model_copy(update={"scheduler_policy": "fifo"}))
     assert isinstance(fifo, FifoPolicy)
+    gittins = make_policy(settings.model_copy(update={"scheduler_policy": "gittins"}))
+    assert isinstance(gittins, GittinsPolicy)
+
+
+def test_gittins_policy_runs_jobs_and_learns_from_the_finished_ones(settings: Settings) -> None:
+    with serving(settings.model_copy(update={"scheduler_policy": "gittins"})) as api:
+        done = []
+        for i, gpus in enumerate((1, 2, 1)):
+            job = api.submit(["sleep", "0.3"], name=f"short-{i}", task={"resources": {"gpu": gpus}})
+            done.append(api.wait(job["id"], _is("Succeeded")))
+        api.submit(["true"], name="cpu-only")  # no GPU: no service to learn from
+        interactive = api.submit(
+            ["true"], name="chat", kind="interactive", task={"resources": {"gpu": 1}}
+        )
+        api.wait(interactive["id"], _is("Succeeded"))
+        with api.server.db.read() as conn:
+            history = service_histories(conn, 1000)["default"]
+            last_two = service_histories(conn, 2)["default"]
+        # the training GPU jobs, oldest first: GPUs x run time (at least 0.3 s)
+        assert len(history) == 3 and last_two == history[-2:]
+        assert 0.3 <= history[0] < 30 and 0.6 <= history[1] < 60 and 0.3 <= history[2] < 30
 
 
 def test_owner_reclaims_over_quota_training_which_completes_after_requeue(

@@ -72,6 +72,11 @@ class LasPolicy(QuotaPolicy):
         self.smallest_first = smallest_first
         """Within a queue, fewer GPUs first, then submission order (else FIFO only)."""
 
+    @property
+    def service_points(self) -> tuple[float, ...]:
+        """Attained service (GPU-seconds) at which a running job's rank may change."""
+        return self.thresholds
+
     def queue_of(self, job: JobRequest, now: float) -> int:
         """The LAS queue of a pending job: thresholds crossed by its attained service."""
         attained = job.attained_gpu_seconds

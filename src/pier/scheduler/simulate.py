@@ -38,6 +38,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 
 from pier.scheduler.baselines import SjfPolicy, SrtfPolicy, StrictFifoPolicy
+from pier.scheduler.gittins import GittinsPolicy
 from pier.scheduler.las import LasPolicy
 from pier.scheduler.quota import QuotaPolicy
 from pier.scheduler.types import (
@@ -68,6 +69,8 @@ GPUS_PER_NODE = 8
 ALL = "all"
 """The one cluster of a replay without a VC table."""
 DEFAULT_POLICIES = ("fifo", "sjf", "srtf", "quota", "las")
+HISTORY = 1_000
+"""Finished jobs' service the snapshot carries per project (as the server's)."""
 MAX_PASSES = 4
 """Decisions at one instant: preemptions take effect and the policy decides again."""
 
@@ -215,6 +218,7 @@ def replay(
     cluster = _Cluster(nodes)
     project = "vc"
     projects = {project: ProjectState(project, gpu_quota=float(nodes * GPUS_PER_NODE))}
+    keep_history = bool(getattr(policy, "learns_from_history", False))
     live: dict[str, _Job] = {}
     for tj in jobs:
         if tj.gpus > nodes * GPUS_PER_NODE:
@@ -287,6 +291,12 @@ def replay(
             result.jct.append(jct)
             result.queued.append(jct - job.trace.duration)
             result.gpu_seconds += job.trace.gpus * job.trace.duration
+            if keep_history:
+                state = projects[project]
+                service = job.attained + job.trace.gpus * (now - job.started)
+                projects[project] = replace(
+                    state, service_history=(*state.service_history[1 - HISTORY :], service)
+                )
             last = max(last, now)
         while next_arrival < len(arrivals) and arrivals[next_arrival].submit <= now:
             job = arrivals[next_arrival]
@@ -329,6 +339,7 @@ POLICIES: dict[str, PolicyFactory] = {
     "srtf": SrtfPolicy,
     "quota": lambda durations: QuotaPolicy(explain=False),
     "las": lambda durations: LasPolicy(explain=False),
+    "gittins": lambda durations: GittinsPolicy(explain=False),
 }
 
 
@@ -345,7 +356,7 @@ def run(
         jobs = trace.get(vc, [])
         durations = {j.id: j.duration for j in jobs}
         policy = POLICIES[policy_name](durations)
-        thresholds = policy.thresholds if isinstance(policy, LasPolicy) else ()
+        thresholds = policy.service_points if isinstance(policy, LasPolicy) else ()
         preemptive = bool(getattr(policy, "preemptive", False)) or isinstance(policy, LasPolicy)
         total.merge(
             replay(jobs, nodes, policy, load=load, preemptive=preemptive, thresholds=thresholds)

@@ -115,6 +115,10 @@ class ProjectState:
     department: str | None = None
     cpu_quota: float | None = None
     memory_quota: int | None = None
+    service_history: tuple[float, ...] = ()
+    """GPU-seconds of service that the project's most recently finished preemptible jobs
+    received in all, oldest first (the server sends up to 1,000): what ``GittinsPolicy``
+    learns the distribution of job sizes from. Empty where not needed."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,7 +7,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 
 from pier.executors.base import NodeInfo
 from pier.scheduler.types import (
@@ -33,6 +33,7 @@ __all__ = [
     "node_states",
     "placements_of",
     "project_states",
+    "service_histories",
 ]
 
 _PLACED = (JobStatus.PENDING.value, JobStatus.RUNNING.value, JobStatus.UNKNOWN.value)
@@ -109,6 +110,37 @@ def project_states(rows: Iterable[Any], nodes: Iterable[NodeInfo]) -> dict[str, 
         others = sum(s.gpu_quota for name, s in states.items() if name != DEFAULT_PROJECT)
         states[DEFAULT_PROJECT] = replace(default, gpu_quota=max(0.0, total - others))
     return states
+
+
+def service_histories(conn: Connection, limit: int) -> dict[str, tuple[float, ...]]:
+    """Per project, the attained GPU-seconds of its ``limit`` most recently finished
+    preemptible jobs that succeeded, oldest first (``ProjectState.service_history``, which
+    ``GittinsPolicy`` learns job sizes from)."""
+    rank = (
+        func.row_number()
+        .over(
+            partition_by=jobs.c.project_id,
+            order_by=(jobs.c.finished_at.desc(), jobs.c.id.desc()),
+        )
+        .label("rank")
+    )
+    recent = (
+        select(jobs.c.project_id, jobs.c.attained_gpu_seconds, jobs.c.finished_at, jobs.c.id, rank)
+        .where(jobs.c.status == JobStatus.SUCCEEDED.value)
+        .where(jobs.c.preemptible.is_(True))
+        .where(jobs.c.attained_gpu_seconds > 0)
+        .subquery()
+    )
+    rows = conn.execute(
+        select(projects.c.name, recent.c.attained_gpu_seconds)
+        .join(projects, projects.c.id == recent.c.project_id)
+        .where(recent.c.rank <= limit)
+        .order_by(recent.c.project_id, recent.c.finished_at, recent.c.id)
+    ).all()
+    histories: dict[str, list[float]] = defaultdict(list)
+    for name, attained in rows:
+        histories[name].append(float(attained))
+    return {name: tuple(values) for name, values in histories.items()}
 
 
 def placements_of(
@@ -248,11 +280,13 @@ def load_snapshot(
     specs: SpecCache,
     now: float,
     only_pending: Collection[str] | None = None,
+    histories: Mapping[str, tuple[float, ...]] | None = None,
 ) -> CycleInputs:
     """Everything one scheduling cycle needs, read in one transaction.
 
     With ``only_pending``, the snapshot holds every placed job (what is in use) but only
-    those pending jobs: an incremental pass over jobs just submitted."""
+    those pending jobs: an incremental pass over jobs just submitted. ``histories``
+    (:func:`service_histories`) go into the projects' ``service_history``."""
     project_rows = conn.execute(select(projects)).all()
     project_names = {p.id: p.name for p in project_rows}
     # Specs are read only for jobs this process has not parsed yet: the light columns of
@@ -343,10 +377,15 @@ def load_snapshot(
                 attained_gpu_seconds=row.attained_gpu_seconds or 0.0,
             )
         )
+    project_map = project_states(project_rows, nodes)
+    if histories:
+        for name, history in histories.items():
+            if name in project_map:
+                project_map[name] = replace(project_map[name], service_history=history)
     snapshot = Snapshot(
         now=now,
         nodes=node_states(nodes, used),
-        projects=project_states(project_rows, nodes),
+        projects=project_map,
         pending=tuple(pending),
         running=tuple(running),
     )
