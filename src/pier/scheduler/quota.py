@@ -186,7 +186,9 @@ class QuotaPolicy:
     def _drain(self, c: Cycle, p: Project) -> None:
         """The rest of a project's queue once no GPU is free. Jobs alike (shape, priority,
         rank) get the same explanation as long as nothing changes in between (no hold, no
-        victim, nothing placed), so it is worked out once per kind of job."""
+        victim, nothing placed), so it is worked out once per kind of job; for most jobs
+        (:meth:`_plain`) more cheaply than by :meth:`_consider`. Called only once no GPU is
+        free, which stays so for the rest of the cycle (free capacity only shrinks)."""
         queue, gpus, now = p.queue, p.gpus, c.now
         pending = c.decisions.pending
         known: dict[object, tuple[str, str]] = {}
@@ -196,7 +198,7 @@ class QuotaPolicy:
         service_rank, signature, waiting = self.service_rank, job_signature, PendingInfo
         for position in range(p.head, len(queue)):
             job, gpu = queue[position], gpus[position]
-            key: object = None
+            key: tuple[object, bool, int, int] | None = None
             if (
                 gpu > 0
                 and job.schedule_timeout is None
@@ -209,6 +211,10 @@ class QuotaPolicy:
                 if outcome is not None:
                     pending[job.id] = waiting(outcome[0], outcome[1], position)
                     continue
+                if self._plain(c, p, job, gpu):
+                    outcome = known[key] = self._waiting(c, job, key[0])
+                    pending[job.id] = waiting(outcome[0], outcome[1], position)
+                    continue
             self._consider(c, p, job, gpu, position)
             after = self._state(c, p)
             if after != state:
@@ -218,6 +224,33 @@ class QuotaPolicy:
                 info = pending.get(job.id)
                 if info is not None and info.reason in _STABLE:
                     known[key] = (info.reason, info.message)
+
+    def _plain(self, c: Cycle, p: Project, job: JobRequest, gpu: float) -> bool:
+        """Whether, once no GPU is free, :meth:`_consider` would only explain why ``job``
+        (which asks for GPUs and has no timeout and no back-off) waits: it is preemptible
+        and over its deserved quota (so it reclaims nothing), within its project's limit,
+        and will not hold nodes. See :meth:`_waiting`."""
+        if not self.explain or not job.preemptible or not self.own_preemption_needs_quota():
+            return False
+        if p.max_gpu is not None and p.used + gpu > p.max_gpu + EPSILON:
+            return False
+        if (
+            not p.holding
+            and self.reserve_after is not None
+            and c.now - self._since(job) >= self.reserve_after
+        ):
+            return False
+        return not self._in_quota(p, job, gpu)
+
+    def _waiting(self, c: Cycle, job: JobRequest, signature: object) -> tuple[str, str]:
+        """Why a job that does not fit and reclaims nothing waits (what :meth:`_consider`
+        records for it, holds aside)."""
+        why = self._infeasible(c, job, signature)
+        if why is not None:
+            return "NoMatchingNode", why
+        if c.holders and c.capacity.fits_ignoring_holds(job, signature):
+            return "Held", self._held(c, job)
+        return "NoCapacity", self._no_capacity(c, job, signature)
 
     @staticmethod
     def _state(c: Cycle, p: Project) -> tuple[int, int, int, bool]:
@@ -335,10 +368,7 @@ class QuotaPolicy:
             self._wait_or_fail(c, job, position, "QuotaExceeded", message)
             return
         signature = job_signature(job)
-        if signature in c.infeasible:
-            why = c.infeasible[signature]
-        else:
-            why = c.infeasible[signature] = c.capacity.infeasible(job)
+        why = self._infeasible(c, job, signature)
         if why is not None:
             self._wait_or_fail(c, job, position, "NoMatchingNode", why)
             return
@@ -356,8 +386,7 @@ class QuotaPolicy:
             return
         if c.holders and c.capacity.fits_ignoring_holds(job, signature):
             if self.explain:  # it waits for the holder and holds nothing itself
-                holder = self._holder(c, job)
-                message = f"capacity it fits is held for job {holder}, which comes first"
+                message = self._held(c, job)
                 c.decisions.pending[job.id] = PendingInfo("Held", message, position)
             return
         message = self._no_capacity(c, job, signature) if self.explain else ""
@@ -373,13 +402,24 @@ class QuotaPolicy:
             c.decisions.pending[job.id] = PendingInfo("NoCapacity", message, position)
 
     @staticmethod
-    def _holder(c: Cycle, job: JobRequest) -> str:
-        """The first job holding a node that ``job`` could use."""
+    def _held(c: Cycle, job: JobRequest) -> str:
+        """Why ``job`` waits when it fits only on held capacity: the first job holding a node
+        that it could use."""
         group = c.capacity.group(group_key(job.replicas[0]))
+        holder = "another job"
         for bucket in group.held_buckets:
-            for node in bucket:
-                return c.holders.get(node, "another job")
-        return "another job"
+            if bucket:
+                holder = c.holders.get(next(iter(bucket)), holder)
+                break
+        return f"capacity it fits is held for job {holder}, which comes first"
+
+    @staticmethod
+    def _infeasible(c: Cycle, job: JobRequest, signature: object) -> str | None:
+        """Why ``job`` fits on no node even of an idle cluster (None if it does)."""
+        if signature in c.infeasible:
+            return c.infeasible[signature]
+        why = c.infeasible[signature] = c.capacity.infeasible(job)
+        return why
 
     def _admit(
         self,
@@ -422,8 +462,9 @@ class QuotaPolicy:
         """Wait for stopping jobs, or (if ``search``) choose victims; False if neither helps."""
         if c.holders and c.capacity.fits_ignoring_holds(job, signature):
             return False  # what blocks it is a hold, not a lack of capacity
-        shadow = c.shadow()
-        placements = shadow.try_place(job, signature)
+        # With nothing stopping and no victim chosen yet, the shadow is the free capacity
+        # without holds, where the job was just found not to fit.
+        placements = c.shadow().try_place(job, signature) if c.stopping or c.victims else None
         victims: list[RunningJob] = []
         if placements is None:
             if not search:
@@ -440,7 +481,7 @@ class QuotaPolicy:
             if not (in_quota and c.over_quota):
                 index = index.of_project(p.name)  # no other project can give victims
             eligible = self._eligibility(c, p, job, gpu, in_quota, index.ranks)
-            chosen = choose_victims(shadow, job, index, eligible, c.victims)
+            chosen = choose_victims(c.shadow(), job, index, eligible, c.victims)
             if chosen is None:
                 c.reclaim_failed.add(failed)
                 return False

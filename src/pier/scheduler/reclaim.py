@@ -11,6 +11,7 @@ project and ranked below it) is the policy's call.
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
@@ -26,6 +27,9 @@ the victims chosen so far for the same job."""
 
 RANK_COST = 1e12
 """A victim of a lower rank costs this many GPU-seconds more: ranks decide first."""
+
+_MARGIN = 1e-9
+"""Relative slack for rounding when a cost bound is compared with a plan's summed cost."""
 
 
 class VictimIndex:
@@ -50,13 +54,16 @@ class VictimIndex:
             # the least work lost.
             lost = job.gpu * max(0.0, now - job.started_at)
             cost = (lost + (top - self.ranks[job.id]) * RANK_COST, -job.started_at, job.id)
-            placements = job.placements
-            names = (placements[0].node,) if len(placements) == 1 else {p.node for p in placements}
-            nodes = [node for node in (index.get(name) for name in names) if node is not None]
-            entries.append((cost, job, nodes))
+            # the GPU share it holds on each node it runs on
+            held: dict[int, float] = {}
+            for p in job.placements:
+                node = index.get(p.node)
+                if node is not None:
+                    held[node] = held.get(node, 0.0) + len(p.devices) * (p.gpu_fraction or 1.0)
+            entries.append((cost, job, held))
         self._entries = entries
         self._projects: dict[str, VictimIndex] = {}
-        self.by_node, self.cheapest = _by_node(entries)
+        self.by_node, self.cheapest, self.bounds = _by_node(entries)
 
     def of_project(self, project: str) -> VictimIndex:
         """The same index restricted to one project's jobs (built once per project): where
@@ -68,24 +75,34 @@ class VictimIndex:
             sub.ranks = self.ranks
             sub._entries = [e for e in self._entries if e[1].project == project]
             sub._projects = {}
-            sub.by_node, sub.cheapest = _by_node(sub._entries)
+            sub.by_node, sub.cheapest, sub.bounds = _by_node(sub._entries)
         return sub
 
 
-_Entry = tuple[tuple[float, float, str], RunningJob, list[int]]
+_Entry = tuple[tuple[float, float, str], RunningJob, dict[int, float]]
+_ByNode = dict[int, list[tuple[tuple[float, float, str], RunningJob]]]
 
 
 def _by_node(
     entries: Iterable[_Entry],
-) -> tuple[dict[int, list[tuple[tuple[float, float, str], RunningJob]]], list[tuple[float, int]]]:
-    """Jobs by node, cheapest first, and nodes by the cost of their cheapest job (a lower
-    bound of what freeing them costs)."""
-    by_node: dict[int, list[tuple[tuple[float, float, str], RunningJob]]] = defaultdict(list)
-    for cost, job, nodes in entries:
-        for node in nodes:
+) -> tuple[_ByNode, list[tuple[float, int]], dict[int, tuple[float, float]]]:
+    """Jobs by node, cheapest first; nodes by the cost of their cheapest job (a lower bound
+    of what freeing them costs); and per node, the GPU share its jobs hold there and the
+    least cost per unit of that share among them (see :func:`_cheapest_node`)."""
+    by_node: _ByNode = defaultdict(list)
+    share: dict[int, float] = defaultdict(float)
+    rate: dict[int, float] = {}
+    for cost, job, held in entries:
+        for node, gpus in held.items():
             by_node[node].append((cost, job))
+            if gpus > 0:
+                share[node] += gpus
+                per_gpu = cost[0] / gpus
+                if per_gpu < rate.get(node, math.inf):
+                    rate[node] = per_gpu
     ordered = {node: sorted(jobs, key=_first) for node, jobs in by_node.items()}
-    return ordered, sorted((jobs[0][0][0], node) for node, jobs in ordered.items())
+    bounds = {node: (share[node], rate.get(node, 0.0)) for node in ordered}
+    return ordered, sorted((jobs[0][0][0], node) for node, jobs in ordered.items()), bounds
 
 
 def _first(item: tuple[tuple[float, float, str], RunningJob]) -> tuple[float, float, str]:
@@ -134,13 +151,33 @@ def _cheapest_node(
     taken: set[str],
     reduced: Mapping[str, float],
 ) -> tuple[int, list[RunningJob]] | None:
+    """The node where ``replica`` fits at the least cost of victims, and those victims.
+
+    Nodes are visited by the cost of their cheapest victim, until that alone exceeds the
+    best plan found. For whole GPUs a node is skipped, as :func:`_free_node` would find no
+    plan there (or none cheaper than the best), when its jobs together hold too little GPU
+    share to leave enough devices idle, or when freeing the share it lacks costs more than
+    the best plan at the node's least cost per GPU share."""
     best: tuple[float, int, int, list[RunningJob]] | None = None
     members = shadow.group(group_key(replica)).member_set
+    need = int(replica.gpu) if replica.gpu >= 1 else 0
+    idle, partial, devices, bounds = shadow.idle, shadow.partial, shadow.devices, victims.bounds
     for bound, node in victims.cheapest:
         if best is not None and bound > best[0]:
             break
         if node not in members:
             continue
+        short: float = need - idle[node]
+        if short > 0:
+            # Every device that becomes idle needs its used share freed: at least
+            # ``short`` less the free share of partly used devices, from the jobs there.
+            held, rate = bounds[node]
+            if node in partial:
+                short -= sum([s for s in devices[node] if s < IDLE])
+            if short > held + EPSILON:
+                continue
+            if best is not None and short * rate > best[0] * (1 + _MARGIN) + _MARGIN:
+                continue
         candidates = victims.by_node[node]
         plan = _free_node(shadow, node, replica, candidates, eligible, taken, reduced, best)
         if plan is not None:
