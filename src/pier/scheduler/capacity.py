@@ -315,6 +315,10 @@ class Capacity:
             self.version += 1
         return placements
 
+    def rejected(self, signature: object) -> bool:
+        """Whether :meth:`try_place` is known to fail for jobs of ``signature``."""
+        return signature in self._nofit
+
     def _place(self, job: JobRequest, held: bool) -> tuple[Placement, ...] | None:
         placements: list[Placement] = []
         for replica in job.replicas:

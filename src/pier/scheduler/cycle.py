@@ -14,6 +14,7 @@ from pier.scheduler.reclaim import VictimIndex
 from pier.scheduler.types import (
     Decisions,
     JobRequest,
+    PendingInfo,
     Placement,
     ProjectState,
     RunningJob,
@@ -22,6 +23,7 @@ from pier.scheduler.types import (
 
 __all__ = [
     "Cycle",
+    "Explained",
     "Project",
     "job_cpu",
     "job_gpu",
@@ -29,6 +31,10 @@ __all__ = [
     "no_capacity_message",
     "running_resources",
 ]
+
+
+Explained = tuple[str, str, dict[int, PendingInfo]]
+"""Why jobs wait (reason, message) and the explanations made of it, by queue position."""
 
 
 @dataclass(slots=True)
@@ -177,6 +183,7 @@ class Cycle:
         self.cpu_only = False
         self.over_quota = any(p.running > p.quota + EPSILON for p in self.projects.values())
         """Some project is over its deserved quota: another's job within quota may reclaim."""
+        self._explained: dict[tuple[str, str], Explained] = {}
         self.summaries: dict[str, tuple[int | None, dict[int, int]]] = {}
         """Per project: the lowest priority of its preemptible running jobs, and by priority
         the highest service rank among them."""
@@ -194,6 +201,15 @@ class Cycle:
         for name, share in fair_shares(capacity, requests).items():
             self.projects[name].fair = share
 
+    def explained(self, reason: str, message: str) -> Explained:
+        """A reason and message to wait with, and the explanations made of them so far
+        by queue position (shared: an explanation is immutable)."""
+        key = (reason, message)
+        found = self._explained.get(key)
+        if found is None:
+            found = self._explained[key] = (reason, message, {})
+        return found
+
     def project(self, name: str) -> Project:
         p = self.projects.get(name)
         if p is None:
@@ -210,6 +226,10 @@ class Cycle:
                     self._shadow.vacate(job.placements)
             self._shadow.occupy(self.admitted)
         return self._shadow
+
+    def shadow_rejected(self, signature: object) -> bool:
+        """Whether jobs of ``signature`` are known not to fit in the shadow."""
+        return self._shadow is not None and self._shadow.rejected(signature)
 
     def victim_index(self, rank: Callable[[RunningJob, float], int]) -> VictimIndex:
         if self._victims is None:

@@ -28,6 +28,7 @@ from operator import attrgetter
 from pier.scheduler.capacity import EPSILON, group_key, job_signature
 from pier.scheduler.cycle import (
     Cycle,
+    Explained,
     Project,
     job_cpu,
     job_memory,
@@ -59,6 +60,7 @@ burst of reclaims proceeds over a few cycles and one cycle stays short."""
 
 
 _BY_SUBMISSION = attrgetter("created_at", "id")
+_BY_CREATION = attrgetter("created_at")
 _STABLE = frozenset(("NoCapacity", "Held", "ProjectLimit", "QuotaExceeded", "NoMatchingNode"))
 """Explanations that depend only on the job's kind while nothing changes."""
 _BY_PRIORITY = attrgetter("priority")
@@ -89,7 +91,10 @@ class QuotaPolicy:
 
     def order(self, jobs: list[JobRequest], now: float) -> list[JobRequest]:
         """A project's queue: priority, then submission time, then id."""
-        jobs.sort(key=_BY_SUBMISSION)
+        times = list(map(_BY_CREATION, jobs))
+        # Comparing floats is much cheaper than comparing (time, id) pairs; ids only
+        # break ties of submission time, so where there are none they are left out.
+        jobs.sort(key=_BY_CREATION if len(set(times)) == len(times) else _BY_SUBMISSION)
         jobs.sort(key=_BY_PRIORITY, reverse=True)  # stable: ties keep submission order
         return jobs
 
@@ -191,7 +196,7 @@ class QuotaPolicy:
         free, which stays so for the rest of the cycle (free capacity only shrinks)."""
         queue, gpus, now = p.queue, p.gpus, c.now
         pending = c.decisions.pending
-        known: dict[object, tuple[str, str]] = {}
+        known: dict[object, Explained] = {}
         state = self._state(c, p)
         # Locals: this loop runs once per pending job of a busy cluster.
         ranked = type(self).service_rank is not QuotaPolicy.service_rank
@@ -208,12 +213,15 @@ class QuotaPolicy:
                 rank = service_rank(job, now) if ranked and preemptible else 0
                 key = (signature(job), preemptible, job.priority, rank)
                 outcome = known.get(key)
+                if outcome is None and self._plain(c, p, job, gpu, key[0]):
+                    outcome = known[key] = c.explained(*self._waiting(c, job, key[0]))
                 if outcome is not None:
-                    pending[job.id] = waiting(outcome[0], outcome[1], position)
-                    continue
-                if self._plain(c, p, job, gpu):
-                    outcome = known[key] = self._waiting(c, job, key[0])
-                    pending[job.id] = waiting(outcome[0], outcome[1], position)
+                    # Explanations are immutable: jobs at the same position of different
+                    # projects' queues that wait for the same reason share one.
+                    info = outcome[2].get(position)
+                    if info is None:
+                        info = outcome[2][position] = waiting(outcome[0], outcome[1], position)
+                    pending[job.id] = info
                     continue
             self._consider(c, p, job, gpu, position)
             after = self._state(c, p)
@@ -223,14 +231,16 @@ class QuotaPolicy:
             elif key is not None:
                 info = pending.get(job.id)
                 if info is not None and info.reason in _STABLE:
-                    known[key] = (info.reason, info.message)
+                    known[key] = c.explained(info.reason, info.message)
 
-    def _plain(self, c: Cycle, p: Project, job: JobRequest, gpu: float) -> bool:
+    def _plain(self, c: Cycle, p: Project, job: JobRequest, gpu: float, signature: object) -> bool:
         """Whether, once no GPU is free, :meth:`_consider` would only explain why ``job``
-        (which asks for GPUs and has no timeout and no back-off) waits: it is preemptible
-        and over its deserved quota (so it reclaims nothing), within its project's limit,
-        and will not hold nodes. See :meth:`_waiting`."""
-        if not self.explain or not job.preemptible or not self.own_preemption_needs_quota():
+        (which asks for GPUs and has no timeout and no back-off) waits (see
+        :meth:`_waiting`): it is within its project's limit, will not hold nodes, and is
+        not refused for quota; and it reclaims nothing, as it may not (it is over its
+        deserved quota) or can not (no victim search is left, and it is known not to fit
+        once the stopping jobs and the victims are gone)."""
+        if not self.explain:
             return False
         if p.max_gpu is not None and p.used + gpu > p.max_gpu + EPSILON:
             return False
@@ -240,7 +250,14 @@ class QuotaPolicy:
             and c.now - self._since(job) >= self.reserve_after
         ):
             return False
-        return not self._in_quota(p, job, gpu)
+        in_quota = self._in_quota(p, job, gpu)
+        if not in_quota and not job.preemptible:
+            return False
+        if not in_quota and self.own_preemption_needs_quota():
+            return True
+        if c.searches < self.max_reclaims:
+            return False
+        return not (c.stopping or c.victims) or c.shadow_rejected(signature)
 
     def _waiting(self, c: Cycle, job: JobRequest, signature: object) -> tuple[str, str]:
         """Why a job that does not fit and reclaims nothing waits (what :meth:`_consider`
