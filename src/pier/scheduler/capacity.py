@@ -106,12 +106,18 @@ class Capacity:
         self.devices = [list(n.device_free) for n in nodes]
         self.cpu = [n.cpu_free for n in nodes]
         self.memory = [n.memory_free for n in nodes]
-        self.idle = [_idle_count(d) for d in self.devices]
-        self.held = [False] * len(nodes)
-        self.partial: dict[int, None] = {
-            i: None for i, d in enumerate(self.devices) if _has_partial(d)
-        }
+        self.idle: list[int] = []
+        self.partial: dict[int, None] = {}
         """Nodes with at least one partly used device, for fractional best-fit."""
+        for i, free in enumerate(self.devices):
+            idle = free.count(1.0)
+            if idle + free.count(0.0) == len(free):  # whole devices only: the common case
+                self.idle.append(idle)
+                continue
+            self.idle.append(_idle_count(free))
+            if _has_partial(free):
+                self.partial[i] = None
+        self.held = [False] * len(nodes)
         self.free_idle = sum(self.idle)
         """Idle devices on nodes that are not held."""
         self._groups: dict[GroupKey, Group] = {}

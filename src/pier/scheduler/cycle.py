@@ -231,7 +231,7 @@ class Cycle:
         """Whether jobs of ``signature`` are known not to fit in the shadow."""
         return self._shadow is not None and self._shadow.rejected(signature)
 
-    def victim_index(self, rank: Callable[[RunningJob, float], int]) -> VictimIndex:
+    def victim_index(self, rank: Callable[[RunningJob, float], int] | None) -> VictimIndex:
         if self._victims is None:
             self._victims = VictimIndex(self.snapshot.running, self.now, self.capacity.index, rank)
         return self._victims

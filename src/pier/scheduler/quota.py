@@ -203,7 +203,7 @@ class QuotaPolicy:
         service_rank, signature, waiting = self.service_rank, job_signature, PendingInfo
         for position in range(p.head, len(queue)):
             job, gpu = queue[position], gpus[position]
-            key: tuple[object, bool, int, int] | None = None
+            key: tuple[object, ...] | None = None
             if (
                 gpu > 0
                 and job.schedule_timeout is None
@@ -211,10 +211,19 @@ class QuotaPolicy:
             ):
                 preemptible = job.preemptible
                 rank = service_rank(job, now) if ranked and preemptible else 0
-                key = (signature(job), preemptible, job.priority, rank)
+                replicas = job.replicas
+                if len(replicas) == 1:  # job_signature's fields, in one tuple with the rest
+                    r = replicas[0]
+                    selector = tuple(r.node_selector.items()) if r.node_selector else ()
+                    key = (r.gpu, r.cpu, r.memory, r.node_pool, r.gpu_model, selector)
+                    key += (preemptible, job.priority, rank)
+                else:
+                    key = (signature(job), preemptible, job.priority, rank)
                 outcome = known.get(key)
-                if outcome is None and self._plain(c, p, job, gpu, key[0]):
-                    outcome = known[key] = c.explained(*self._waiting(c, job, key[0]))
+                if outcome is None:
+                    sig = signature(job)
+                    if self._plain(c, p, job, gpu, sig):
+                        outcome = known[key] = c.explained(*self._waiting(c, job, sig))
                 if outcome is not None:
                     # Explanations are immutable: jobs at the same position of different
                     # projects' queues that wait for the same reason share one.
@@ -238,8 +247,8 @@ class QuotaPolicy:
         (which asks for GPUs and has no timeout and no back-off) waits (see
         :meth:`_waiting`): it is within its project's limit, will not hold nodes, and is
         not refused for quota; and it reclaims nothing, as it may not (it is over its
-        deserved quota) or can not (no victim search is left, and it is known not to fit
-        once the stopping jobs and the victims are gone)."""
+        deserved quota) or can not (it is known not to fit once the stopping jobs and the
+        victims are gone, and no victim search is left or no victim can exist)."""
         if not self.explain:
             return False
         if p.max_gpu is not None and p.used + gpu > p.max_gpu + EPSILON:
@@ -255,9 +264,9 @@ class QuotaPolicy:
             return False
         if not in_quota and self.own_preemption_needs_quota():
             return True
-        if c.searches < self.max_reclaims:
+        if (c.stopping or c.victims) and not c.shadow_rejected(signature):
             return False
-        return not (c.stopping or c.victims) or c.shadow_rejected(signature)
+        return c.searches >= self.max_reclaims or not self._victims_possible(c, p, job, in_quota)
 
     def _waiting(self, c: Cycle, job: JobRequest, signature: object) -> tuple[str, str]:
         """Why a job that does not fit and reclaims nothing waits (what :meth:`_consider`
@@ -447,7 +456,10 @@ class QuotaPolicy:
         placements: tuple[Placement, ...],
     ) -> None:
         c.decisions.admit.append(Admission(job.id, placements))
-        p.add(gpu, job_cpu(job), job_memory(job), job.preemptible, job.priority)
+        if p.counts_resources:
+            p.add(gpu, job_cpu(job), job_memory(job), job.preemptible, job.priority)
+        else:  # CPUs and memory in use matter only against a CPU or memory quota
+            p.add(gpu, 0.0, 0, job.preemptible, job.priority)
         c.admitted.extend(placements)
         if c._shadow is not None:
             c._shadow.occupy(placements)
@@ -494,7 +506,8 @@ class QuotaPolicy:
             if not self._victims_possible(c, p, job, in_quota):
                 return False
             c.searches += 1
-            index = c.victim_index(self.running_rank)
+            alike = type(self).running_rank is QuotaPolicy.running_rank
+            index = c.victim_index(None if alike else self.running_rank)
             if not (in_quota and c.over_quota):
                 index = index.of_project(p.name)  # no other project can give victims
             eligible = self._eligibility(c, p, job, gpu, in_quota, index.ranks)

@@ -40,20 +40,24 @@ class VictimIndex:
         running: Iterable[RunningJob],
         now: float,
         index: Mapping[str, int],
-        rank: Callable[[RunningJob, float], int],
+        rank: Callable[[RunningJob, float], int] | None,
     ):
-        self.ranks: dict[str, int] = {}
-        """The policy's rank of each job (least attained service: its queue)."""
+        """``rank`` None: every job ranks alike (0)."""
         candidates = [job for job in running if job.preemptible and not job.terminating]
-        for job in candidates:
-            self.ranks[job.id] = rank(job, now)
-        top = max(self.ranks.values(), default=0)
+        self.ranks: dict[str, int]
+        """The policy's rank of each job (least attained service: its queue)."""
+        if rank is None:
+            self.ranks = dict.fromkeys([job.id for job in candidates], 0)
+        else:
+            self.ranks = {job.id: rank(job, now) for job in candidates}
+        ranks = self.ranks
+        top = max(ranks.values(), default=0)
         entries: list[_Entry] = []
         for job in candidates:
             # Highest rank first (least attained service: the job that received most), then
             # the least work lost.
             lost = job.gpu * max(0.0, now - job.started_at)
-            cost = (lost + (top - self.ranks[job.id]) * RANK_COST, -job.started_at, job.id)
+            cost = (lost + (top - ranks[job.id]) * RANK_COST, -job.started_at, job.id)
             # the GPU share it holds on each node it runs on
             held: dict[int, float] = {}
             for p in job.placements:
