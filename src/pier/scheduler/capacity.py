@@ -193,7 +193,12 @@ class Capacity:
             node = self._whole(group, int(gpu), cpu, memory, held)
             if node is None:
                 return None
-            idle = [d for d, s in enumerate(self.devices[node]) if s >= IDLE]
+            free = self.devices[node]
+            if gpu == 1:  # the first idle device
+                for d, s in enumerate(free):
+                    if s >= IDLE:
+                        return node, (d,), 0.0
+            idle = [d for d, s in enumerate(free) if s >= IDLE]
             return node, tuple(idle[: int(gpu)]), 0.0
         if gpu > 0:
             return self._fraction(group, gpu, cpu, memory, held)

@@ -64,6 +64,7 @@ _BY_CREATION = attrgetter("created_at")
 _STABLE = frozenset(("NoCapacity", "Held", "ProjectLimit", "QuotaExceeded", "NoMatchingNode"))
 """Explanations that depend only on the job's kind while nothing changes."""
 _BY_PRIORITY = attrgetter("priority")
+_REPLICAS = attrgetter("replicas")
 
 
 class QuotaPolicy:
@@ -160,7 +161,7 @@ class QuotaPolicy:
                 p.queue = self.order(p.queue, now)
                 p.gpus = [
                     r[0].gpu if len(r) == 1 else sum([x.gpu for x in r])
-                    for r in [j.replicas for j in p.queue]
+                    for r in map(_REPLICAS, p.queue)
                 ]
                 c.cpu_only = c.cpu_only or min(p.gpus) <= 0
         c.share_fairly()
@@ -442,10 +443,11 @@ class QuotaPolicy:
     @staticmethod
     def _infeasible(c: Cycle, job: JobRequest, signature: object) -> str | None:
         """Why ``job`` fits on no node even of an idle cluster (None if it does)."""
-        if signature in c.infeasible:
+        try:
             return c.infeasible[signature]
-        why = c.infeasible[signature] = c.capacity.infeasible(job)
-        return why
+        except KeyError:  # once per signature and cycle
+            why = c.infeasible[signature] = c.capacity.infeasible(job)
+            return why
 
     def _admit(
         self,

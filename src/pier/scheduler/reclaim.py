@@ -203,15 +203,17 @@ def _free_node(
 ) -> tuple[float, list[RunningJob]] | None:
     """The cheapest victims on ``node`` after which ``replica`` fits there, if any cheaper
     than ``best``."""
-    name = shadow.nodes[node].name
-    devices = list(shadow.devices[node])
-    cpu, memory = shadow.cpu[node], shadow.memory[node]
-    local = dict(reduced)
+    local: dict[str, float] | None = None  # ``reduced`` and this node's victims
     cost = 0.0
     chosen: list[RunningJob] = []
     for (victim_cost_, _, _), victim in candidates:
-        if victim.id in taken or not eligible(victim, local):
+        if victim.id in taken or not eligible(victim, reduced if local is None else local):
             continue
+        if local is None:  # most nodes visited have no eligible job: copy only where one is
+            name = shadow.nodes[node].name
+            devices = list(shadow.devices[node])
+            cpu, memory = shadow.cpu[node], shadow.memory[node]
+            local = dict(reduced)
         cost += victim_cost_
         if best is not None and cost > best[0]:
             return None
