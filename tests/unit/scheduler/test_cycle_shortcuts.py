@@ -118,7 +118,7 @@ def _exhaustive(
                 plans.append((plan[0], len(plan[1]), node, plan[1]))
     if not plans:
         return None
-    cost, _, node, chosen = min(plans, key=lambda p: p[:3])
+    _, _, node, chosen = min(plans, key=lambda p: p[:3])
     return node, chosen
 
 
