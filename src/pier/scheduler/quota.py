@@ -23,7 +23,8 @@ import gc
 import heapq
 import math
 from collections.abc import Mapping, Sequence
-from operator import attrgetter
+from itertools import islice
+from operator import attrgetter, eq
 
 from pier.scheduler.capacity import EPSILON, group_key, job_signature
 from pier.scheduler.cycle import (
@@ -92,10 +93,12 @@ class QuotaPolicy:
 
     def order(self, jobs: list[JobRequest], now: float) -> list[JobRequest]:
         """A project's queue: priority, then submission time, then id."""
-        times = list(map(_BY_CREATION, jobs))
         # Comparing floats is much cheaper than comparing (time, id) pairs; ids only
-        # break ties of submission time, so where there are none they are left out.
-        jobs.sort(key=_BY_CREATION if len(set(times)) == len(times) else _BY_SUBMISSION)
+        # break ties of submission time, so they are looked at only where there are some.
+        jobs.sort(key=_BY_CREATION)
+        times = list(map(_BY_CREATION, jobs))
+        if any(map(eq, times, islice(times, 1, None))):
+            jobs.sort(key=_BY_SUBMISSION)
         jobs.sort(key=_BY_PRIORITY, reverse=True)  # stable: ties keep submission order
         return jobs
 
@@ -385,8 +388,9 @@ class QuotaPolicy:
             )
             self._wait_or_fail(c, job, position, "ProjectLimit", message)
             return
-        in_quota = self._in_quota(p, job, gpu)
-        if not job.preemptible and not in_quota:
+        # (a preemptible job's quota matters only once it does not fit)
+        in_quota = job.preemptible or self._in_quota(p, job, gpu)
+        if not in_quota:
             message = (
                 f"project {p.name} has a deserved quota of {p.quota:g} GPUs and "
                 f"{p.np_used:g} in use by non-preemptible jobs; a non-preemptible job runs "
@@ -403,6 +407,8 @@ class QuotaPolicy:
         if placements is not None:
             self._admit(c, p, job, gpu, placements)
             return
+        if job.preemptible:
+            in_quota = self._in_quota(p, job, gpu)
         timed_out = job.schedule_timeout is not None and self._timed_out(job, now)
         if (in_quota or not self.own_preemption_needs_quota()) and self._reclaim(
             c, p, job, gpu, in_quota, position, signature, not timed_out
