@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pier.scheduler.capacity import EPSILON, Capacity, Group
+from pier.scheduler.capacity import EPSILON, Capacity, Group, job_signature
 from pier.scheduler.fairshare import ShareRequest, fair_shares
 from pier.scheduler.fragmentation import Workload
 from pier.scheduler.reclaim import VictimIndex
@@ -29,6 +29,7 @@ __all__ = [
     "job_gpu",
     "job_memory",
     "no_capacity_message",
+    "queue_shapes",
     "running_resources",
 ]
 
@@ -61,6 +62,8 @@ class Project:
     queue: list[JobRequest] = field(default_factory=list)
     gpus: list[float] = field(default_factory=list)
     """GPUs of each job in ``queue``."""
+    shapes: list[object] = field(default_factory=list)
+    """:func:`~pier.scheduler.capacity.job_signature` of each job in ``queue``."""
     head: int = 0
     holding: bool = False
 
@@ -94,6 +97,25 @@ class Project:
             self.np_used += gpu
             self.np_cpu += cpu
             self.np_memory += memory
+
+
+def queue_shapes(queue: list[JobRequest]) -> tuple[list[float], list[object]]:
+    """GPUs and :func:`~pier.scheduler.capacity.job_signature` of each job, in one pass
+    (reading each job's replicas once: a cycle is bound by visiting ten thousand jobs)."""
+    gpus: list[float] = []
+    shapes: list[object] = []
+    add_gpu, add_shape = gpus.append, shapes.append
+    for job in queue:
+        replicas = job.replicas
+        if len(replicas) == 1:
+            r = replicas[0]
+            labels = tuple(r.node_selector.items()) if r.node_selector else ()
+            add_shape((r.gpu, r.cpu, r.memory, r.node_pool, r.gpu_model, labels))
+            add_gpu(r.gpu)
+        else:
+            add_shape(job_signature(job))
+            add_gpu(sum([x.gpu for x in replicas]))
+    return gpus, shapes
 
 
 def job_gpu(job: JobRequest) -> float:

@@ -26,7 +26,7 @@ from collections.abc import Mapping, Sequence
 from itertools import islice
 from operator import attrgetter, eq
 
-from pier.scheduler.capacity import EPSILON, group_key, job_signature
+from pier.scheduler.capacity import EPSILON, group_key
 from pier.scheduler.cycle import (
     Cycle,
     Explained,
@@ -34,6 +34,7 @@ from pier.scheduler.cycle import (
     job_cpu,
     job_memory,
     no_capacity_message,
+    queue_shapes,
     running_resources,
 )
 from pier.scheduler.fifo import unschedulable_message
@@ -65,7 +66,6 @@ _BY_CREATION = attrgetter("created_at")
 _STABLE = frozenset(("NoCapacity", "Held", "ProjectLimit", "QuotaExceeded", "NoMatchingNode"))
 """Explanations that depend only on the job's kind while nothing changes."""
 _BY_PRIORITY = attrgetter("priority")
-_REPLICAS = attrgetter("replicas")
 
 
 class QuotaPolicy:
@@ -162,10 +162,7 @@ class QuotaPolicy:
         for p in c.projects.values():
             if p.queue:
                 p.queue = self.order(p.queue, now)
-                p.gpus = [
-                    r[0].gpu if len(r) == 1 else sum([x.gpu for x in r])
-                    for r in map(_REPLICAS, p.queue)
-                ]
+                p.gpus, p.shapes = queue_shapes(p.queue)
                 c.cpu_only = c.cpu_only or min(p.gpus) <= 0
         c.share_fairly()
         turns: list[tuple[int, float, str]] = []
@@ -198,16 +195,16 @@ class QuotaPolicy:
         victim, nothing placed), so it is worked out once per kind of job; for most jobs
         (:meth:`_plain`) more cheaply than by :meth:`_consider`. Called only once no GPU is
         free, which stays so for the rest of the cycle (free capacity only shrinks)."""
-        queue, gpus, now = p.queue, p.gpus, c.now
+        queue, gpus, shapes, now = p.queue, p.gpus, p.shapes, c.now
         pending = c.decisions.pending
         known: dict[object, Explained] = {}
         state = self._state(c, p)
         # Locals: this loop runs once per pending job of a busy cluster.
         ranked = type(self).service_rank is not QuotaPolicy.service_rank
-        service_rank, signature, waiting = self.service_rank, job_signature, PendingInfo
+        service_rank, waiting = self.service_rank, PendingInfo
         for position in range(p.head, len(queue)):
             job, gpu = queue[position], gpus[position]
-            key: tuple[object, ...] | None = None
+            key: tuple[object, bool, int, int] | None = None
             if (
                 gpu > 0
                 and job.schedule_timeout is None
@@ -215,19 +212,11 @@ class QuotaPolicy:
             ):
                 preemptible = job.preemptible
                 rank = service_rank(job, now) if ranked and preemptible else 0
-                replicas = job.replicas
-                if len(replicas) == 1:  # job_signature's fields, in one tuple with the rest
-                    r = replicas[0]
-                    selector = tuple(r.node_selector.items()) if r.node_selector else ()
-                    key = (r.gpu, r.cpu, r.memory, r.node_pool, r.gpu_model, selector)
-                    key += (preemptible, job.priority, rank)
-                else:
-                    key = (signature(job), preemptible, job.priority, rank)
+                sig = shapes[position]
+                key = (sig, preemptible, job.priority, rank)
                 outcome = known.get(key)
-                if outcome is None:
-                    sig = signature(job)
-                    if self._plain(c, p, job, gpu, sig):
-                        outcome = known[key] = c.explained(*self._waiting(c, job, sig))
+                if outcome is None and self._plain(c, p, job, gpu, sig):
+                    outcome = known[key] = c.explained(*self._waiting(c, job, sig))
                 if outcome is not None:
                     # Explanations are immutable: jobs at the same position of different
                     # projects' queues that wait for the same reason share one.
@@ -398,7 +387,7 @@ class QuotaPolicy:
             )
             self._wait_or_fail(c, job, position, "QuotaExceeded", message)
             return
-        signature = job_signature(job)
+        signature = p.shapes[position]  # job_signature(job), worked out once
         why = self._infeasible(c, job, signature)
         if why is not None:
             self._wait_or_fail(c, job, position, "NoMatchingNode", why)

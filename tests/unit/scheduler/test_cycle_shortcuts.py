@@ -17,8 +17,8 @@ import random
 import pytest
 from tests.unit.scheduler.random_snapshots import _request, digest, random_snapshot
 
-from pier.scheduler.capacity import EPSILON, IDLE, Capacity, group_key
-from pier.scheduler.cycle import Cycle, Project
+from pier.scheduler.capacity import EPSILON, IDLE, Capacity, group_key, job_signature
+from pier.scheduler.cycle import Cycle, Project, queue_shapes
 from pier.scheduler.las import LasPolicy
 from pier.scheduler.quota import QuotaPolicy
 from pier.scheduler.reclaim import VictimIndex, _cheapest_node, _free_node
@@ -180,6 +180,14 @@ def test_waiting_jobs_explained_directly_as_by_a_full_consideration(
 
 
 # -- queue order --
+
+
+def test_queue_shapes_are_the_job_signatures() -> None:
+    for seed in SEEDS:
+        queue = list(random_snapshot(seed).pending)
+        gpus, shapes = queue_shapes(queue)
+        assert shapes == [job_signature(j) for j in queue]
+        assert gpus == [sum(r.gpu for r in j.replicas) for j in queue]
 
 
 def test_queue_order_is_priority_then_submission_then_id() -> None:
