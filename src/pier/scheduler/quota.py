@@ -505,10 +505,14 @@ class QuotaPolicy:
             c.searches += 1
             alike = type(self).running_rank is QuotaPolicy.running_rank
             index = c.victim_index(None if alike else self.running_rank)
+            givers: set[str] | None = None
             if not (in_quota and c.over_quota):
                 index = index.of_project(p.name)  # no other project can give victims
+            else:  # those over quota now (see _eligibility), and its own
+                givers = {q.name for q in c.projects.values() if q.running > q.quota + EPSILON}
+                givers.add(p.name)
             eligible = self._eligibility(c, p, job, gpu, in_quota, index.ranks)
-            chosen = choose_victims(c.shadow(), job, index, eligible, c.victims)
+            chosen = choose_victims(c.shadow(), job, index, eligible, c.victims, givers)
             if chosen is None:
                 c.reclaim_failed.add(failed)
                 return False

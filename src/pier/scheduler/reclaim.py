@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 
 from pier.scheduler.capacity import EPSILON, IDLE, Capacity, group_key
 from pier.scheduler.types import JobRequest, Placement, ReplicaRequest, RunningJob
@@ -87,25 +87,32 @@ _Entry = tuple[tuple[float, float, str], RunningJob, dict[int, float]]
 _ByNode = dict[int, list[tuple[tuple[float, float, str], RunningJob]]]
 
 
+_Bounds = tuple[dict[str, float], float, float]
+
+
 def _by_node(
     entries: Iterable[_Entry],
-) -> tuple[_ByNode, list[tuple[float, int]], dict[int, tuple[float, float]]]:
+) -> tuple[_ByNode, list[tuple[float, int]], dict[int, _Bounds]]:
     """Jobs by node, cheapest first; nodes by the cost of their cheapest job (a lower bound
-    of what freeing them costs); and per node, the GPU share its jobs hold there and the
-    least cost per unit of that share among them (see :func:`_cheapest_node`)."""
+    of what freeing them costs); and per node, the GPU share its jobs hold there (by
+    project, and in all) and the least cost per unit of that share among them (see
+    :func:`_cheapest_node`)."""
     by_node: _ByNode = defaultdict(list)
-    share: dict[int, float] = defaultdict(float)
+    share: dict[int, dict[str, float]] = defaultdict(dict)
     rate: dict[int, float] = {}
     for cost, job, held in entries:
         for node, gpus in held.items():
             by_node[node].append((cost, job))
             if gpus > 0:
-                share[node] += gpus
+                projects = share[node]
+                projects[job.project] = projects.get(job.project, 0.0) + gpus
                 per_gpu = cost[0] / gpus
                 if per_gpu < rate.get(node, math.inf):
                     rate[node] = per_gpu
     ordered = {node: sorted(jobs, key=_first) for node, jobs in by_node.items()}
-    bounds = {node: (share[node], rate.get(node, 0.0)) for node in ordered}
+    bounds = {
+        node: (share[node], sum(share[node].values()), rate.get(node, 0.0)) for node in ordered
+    }
     return ordered, sorted((jobs[0][0][0], node) for node, jobs in ordered.items()), bounds
 
 
@@ -119,9 +126,11 @@ def choose_victims(
     victims: VictimIndex,
     eligible: Eligible,
     taken: set[str],
+    givers: Collection[str] | None = None,
 ) -> tuple[list[RunningJob], tuple[Placement, ...]] | None:
     """Victims that make ``job`` fit in ``shadow`` (which is left with the victims gone and
-    the job placed), or None (and ``shadow`` unchanged)."""
+    the job placed), or None (and ``shadow`` unchanged). ``givers``, if given, holds every
+    project with a job that ``eligible`` may accept (it only bounds the search)."""
     chosen: list[RunningJob] = []
     chosen_ids: set[str] = set()
     reduced: dict[str, float] = defaultdict(float)
@@ -129,7 +138,9 @@ def choose_victims(
     for replica in job.replicas:
         placement = shadow.place_replica(replica)
         if placement is None:
-            plan = _cheapest_node(shadow, replica, victims, eligible, taken | chosen_ids, reduced)
+            plan = _cheapest_node(
+                shadow, replica, victims, eligible, taken | chosen_ids, reduced, givers
+            )
             if plan is not None:
                 node, extra = plan
                 for victim in extra:
@@ -154,14 +165,15 @@ def _cheapest_node(
     eligible: Eligible,
     taken: set[str],
     reduced: Mapping[str, float],
+    givers: Collection[str] | None = None,
 ) -> tuple[int, list[RunningJob]] | None:
     """The node where ``replica`` fits at the least cost of victims, and those victims.
 
     Nodes are visited by the cost of their cheapest victim, until that alone exceeds the
     best plan found. For whole GPUs a node is skipped, as :func:`_free_node` would find no
-    plan there (or none cheaper than the best), when its jobs together hold too little GPU
-    share to leave enough devices idle, or when freeing the share it lacks costs more than
-    the best plan at the node's least cost per GPU share."""
+    plan there (or none cheaper than the best), when its jobs (of ``givers``, if given)
+    together hold too little GPU share to leave enough devices idle, or when freeing the
+    share it lacks costs more than the best plan at the node's least cost per GPU share."""
     best: tuple[float, int, int, list[RunningJob]] | None = None
     members = shadow.group(group_key(replica)).member_set
     need = int(replica.gpu) if replica.gpu >= 1 else 0
@@ -175,7 +187,9 @@ def _cheapest_node(
         if short > 0:
             # Every device that becomes idle needs its used share freed: at least
             # ``short`` less the free share of partly used devices, from the jobs there.
-            held, rate = bounds[node]
+            by_project, held, rate = bounds[node]
+            if givers is not None:
+                held = sum([gpus for name, gpus in by_project.items() if name in givers])
             if node in partial:
                 short -= sum([s for s in devices[node] if s < IDLE])
             if short > held + EPSILON:

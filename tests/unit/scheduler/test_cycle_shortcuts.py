@@ -139,9 +139,11 @@ def test_bounded_victim_search_finds_what_trying_every_node_finds() -> None:
 
         for job in snap.pending:
             for replica in job.replicas:
-                found = _cheapest_node(capacity, replica, index, eligible, set(), {})
-                assert found == _exhaustive(capacity, replica, index, eligible, set())
-                found_some += found is not None
+                expected = _exhaustive(capacity, replica, index, eligible, set())
+                for bound_by in (None, givers, givers | {"p0"}):
+                    found = _cheapest_node(capacity, replica, index, eligible, set(), {}, bound_by)
+                    assert found == expected
+                found_some += expected is not None
     assert found_some > 100
 
 
