@@ -124,6 +124,7 @@ class Capacity:
         self._node_groups: list[list[Group]] = [[] for _ in nodes]
         self._nofit: set[object] = set()
         self._fits_held: dict[object, int] = {}
+        self._signature_groups: dict[object, list[Group]] = {}
         self.version = 0
         """Counts changes of free capacity outside placements that are undone."""
 
@@ -319,7 +320,11 @@ class Capacity:
             signature = job_signature(job)
         if signature in self._nofit:
             return None
-        placements = self._place(job, False)
+        groups = self._signature_groups.get(signature)
+        if groups is None:  # what the signature holds decides the groups
+            groups = [self.group(group_key(r)) for r in job.replicas]
+            self._signature_groups[signature] = groups
+        placements = self._place(job, False, groups)
         if placements is None:
             self._nofit.add(signature)
         else:
@@ -330,10 +335,13 @@ class Capacity:
         """Whether :meth:`try_place` is known to fail for jobs of ``signature``."""
         return signature in self._nofit
 
-    def _place(self, job: JobRequest, held: bool) -> tuple[Placement, ...] | None:
+    def _place(
+        self, job: JobRequest, held: bool, groups: Sequence[Group] | None = None
+    ) -> tuple[Placement, ...] | None:
         placements: list[Placement] = []
-        for replica in job.replicas:
-            found = self._find(self.group(group_key(replica)), replica, held)
+        for k, replica in enumerate(job.replicas):
+            group = self.group(group_key(replica)) if groups is None else groups[k]
+            found = self._find(group, replica, held)
             if found is None:
                 self._undo(placements)
                 return None
