@@ -106,18 +106,25 @@ class Capacity:
         self.devices = [list(n.device_free) for n in nodes]
         self.cpu = [n.cpu_free for n in nodes]
         self.memory = [n.memory_free for n in nodes]
-        self.idle = [_idle_count(d) for d in self.devices]
-        self.held = [False] * len(nodes)
-        self.partial: dict[int, None] = {
-            i: None for i, d in enumerate(self.devices) if _has_partial(d)
-        }
+        self.idle: list[int] = []
+        self.partial: dict[int, None] = {}
         """Nodes with at least one partly used device, for fractional best-fit."""
+        for i, free in enumerate(self.devices):
+            idle = free.count(1.0)
+            if idle + free.count(0.0) == len(free):  # whole devices only: the common case
+                self.idle.append(idle)
+                continue
+            self.idle.append(_idle_count(free))
+            if _has_partial(free):
+                self.partial[i] = None
+        self.held = [False] * len(nodes)
         self.free_idle = sum(self.idle)
         """Idle devices on nodes that are not held."""
         self._groups: dict[GroupKey, Group] = {}
         self._node_groups: list[list[Group]] = [[] for _ in nodes]
         self._nofit: set[object] = set()
         self._fits_held: dict[object, int] = {}
+        self._signature_groups: dict[object, list[Group]] = {}
         self.version = 0
         """Counts changes of free capacity outside placements that are undone."""
 
@@ -187,7 +194,12 @@ class Capacity:
             node = self._whole(group, int(gpu), cpu, memory, held)
             if node is None:
                 return None
-            idle = [d for d, s in enumerate(self.devices[node]) if s >= IDLE]
+            free = self.devices[node]
+            if gpu == 1:  # the first idle device
+                for d, s in enumerate(free):
+                    if s >= IDLE:
+                        return node, (d,), 0.0
+            idle = [d for d, s in enumerate(free) if s >= IDLE]
             return node, tuple(idle[: int(gpu)]), 0.0
         if gpu > 0:
             return self._fraction(group, gpu, cpu, memory, held)
@@ -308,17 +320,28 @@ class Capacity:
             signature = job_signature(job)
         if signature in self._nofit:
             return None
-        placements = self._place(job, False)
+        groups = self._signature_groups.get(signature)
+        if groups is None:  # what the signature holds decides the groups
+            groups = [self.group(group_key(r)) for r in job.replicas]
+            self._signature_groups[signature] = groups
+        placements = self._place(job, False, groups)
         if placements is None:
             self._nofit.add(signature)
         else:
             self.version += 1
         return placements
 
-    def _place(self, job: JobRequest, held: bool) -> tuple[Placement, ...] | None:
+    def rejected(self, signature: object) -> bool:
+        """Whether :meth:`try_place` is known to fail for jobs of ``signature``."""
+        return signature in self._nofit
+
+    def _place(
+        self, job: JobRequest, held: bool, groups: Sequence[Group] | None = None
+    ) -> tuple[Placement, ...] | None:
         placements: list[Placement] = []
-        for replica in job.replicas:
-            found = self._find(self.group(group_key(replica)), replica, held)
+        for k, replica in enumerate(job.replicas):
+            group = self.group(group_key(replica)) if groups is None else groups[k]
+            found = self._find(group, replica, held)
             if found is None:
                 self._undo(placements)
                 return None

@@ -7,13 +7,14 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from pier.scheduler.capacity import EPSILON, Capacity, Group
+from pier.scheduler.capacity import EPSILON, Capacity, Group, job_signature
 from pier.scheduler.fairshare import ShareRequest, fair_shares
 from pier.scheduler.fragmentation import Workload
 from pier.scheduler.reclaim import VictimIndex
 from pier.scheduler.types import (
     Decisions,
     JobRequest,
+    PendingInfo,
     Placement,
     ProjectState,
     RunningJob,
@@ -22,13 +23,19 @@ from pier.scheduler.types import (
 
 __all__ = [
     "Cycle",
+    "Explained",
     "Project",
     "job_cpu",
     "job_gpu",
     "job_memory",
     "no_capacity_message",
+    "queue_shapes",
     "running_resources",
 ]
+
+
+Explained = tuple[str, str, dict[int, PendingInfo]]
+"""Why jobs wait (reason, message) and the explanations made of it, by queue position."""
 
 
 @dataclass(slots=True)
@@ -55,6 +62,8 @@ class Project:
     queue: list[JobRequest] = field(default_factory=list)
     gpus: list[float] = field(default_factory=list)
     """GPUs of each job in ``queue``."""
+    shapes: list[object] = field(default_factory=list)
+    """:func:`~pier.scheduler.capacity.job_signature` of each job in ``queue``."""
     head: int = 0
     holding: bool = False
 
@@ -88,6 +97,25 @@ class Project:
             self.np_used += gpu
             self.np_cpu += cpu
             self.np_memory += memory
+
+
+def queue_shapes(queue: list[JobRequest]) -> tuple[list[float], list[object]]:
+    """GPUs and :func:`~pier.scheduler.capacity.job_signature` of each job, in one pass
+    (reading each job's replicas once: a cycle is bound by visiting ten thousand jobs)."""
+    gpus: list[float] = []
+    shapes: list[object] = []
+    add_gpu, add_shape = gpus.append, shapes.append
+    for job in queue:
+        replicas = job.replicas
+        if len(replicas) == 1:
+            r = replicas[0]
+            labels = tuple(r.node_selector.items()) if r.node_selector else ()
+            add_shape((r.gpu, r.cpu, r.memory, r.node_pool, r.gpu_model, labels))
+            add_gpu(r.gpu)
+        else:
+            add_shape(job_signature(job))
+            add_gpu(sum([x.gpu for x in replicas]))
+    return gpus, shapes
 
 
 def job_gpu(job: JobRequest) -> float:
@@ -177,6 +205,7 @@ class Cycle:
         self.cpu_only = False
         self.over_quota = any(p.running > p.quota + EPSILON for p in self.projects.values())
         """Some project is over its deserved quota: another's job within quota may reclaim."""
+        self._explained: dict[tuple[str, str], Explained] = {}
         self.summaries: dict[str, tuple[int | None, dict[int, int]]] = {}
         """Per project: the lowest priority of its preemptible running jobs, and by priority
         the highest service rank among them."""
@@ -193,6 +222,15 @@ class Cycle:
             requests.append(ShareRequest(p.name, p.department, p.quota, p.weight, demand))
         for name, share in fair_shares(capacity, requests).items():
             self.projects[name].fair = share
+
+    def explained(self, reason: str, message: str) -> Explained:
+        """A reason and message to wait with, and the explanations made of them so far
+        by queue position (shared: an explanation is immutable)."""
+        key = (reason, message)
+        found = self._explained.get(key)
+        if found is None:
+            found = self._explained[key] = (reason, message, {})
+        return found
 
     def project(self, name: str) -> Project:
         p = self.projects.get(name)
@@ -211,7 +249,11 @@ class Cycle:
             self._shadow.occupy(self.admitted)
         return self._shadow
 
-    def victim_index(self, rank: Callable[[RunningJob, float], int]) -> VictimIndex:
+    def shadow_rejected(self, signature: object) -> bool:
+        """Whether jobs of ``signature`` are known not to fit in the shadow."""
+        return self._shadow is not None and self._shadow.rejected(signature)
+
+    def victim_index(self, rank: Callable[[RunningJob, float], int] | None) -> VictimIndex:
         if self._victims is None:
             self._victims = VictimIndex(self.snapshot.running, self.now, self.capacity.index, rank)
         return self._victims

@@ -23,15 +23,18 @@ import gc
 import heapq
 import math
 from collections.abc import Mapping, Sequence
-from operator import attrgetter
+from itertools import islice
+from operator import attrgetter, eq
 
-from pier.scheduler.capacity import EPSILON, group_key, job_signature
+from pier.scheduler.capacity import EPSILON, group_key
 from pier.scheduler.cycle import (
     Cycle,
+    Explained,
     Project,
     job_cpu,
     job_memory,
     no_capacity_message,
+    queue_shapes,
     running_resources,
 )
 from pier.scheduler.fifo import unschedulable_message
@@ -59,6 +62,7 @@ burst of reclaims proceeds over a few cycles and one cycle stays short."""
 
 
 _BY_SUBMISSION = attrgetter("created_at", "id")
+_BY_CREATION = attrgetter("created_at")
 _STABLE = frozenset(("NoCapacity", "Held", "ProjectLimit", "QuotaExceeded", "NoMatchingNode"))
 """Explanations that depend only on the job's kind while nothing changes."""
 _BY_PRIORITY = attrgetter("priority")
@@ -89,7 +93,12 @@ class QuotaPolicy:
 
     def order(self, jobs: list[JobRequest], now: float) -> list[JobRequest]:
         """A project's queue: priority, then submission time, then id."""
-        jobs.sort(key=_BY_SUBMISSION)
+        # Comparing floats is much cheaper than comparing (time, id) pairs; ids only
+        # break ties of submission time, so they are looked at only where there are some.
+        jobs.sort(key=_BY_CREATION)
+        times = list(map(_BY_CREATION, jobs))
+        if any(map(eq, times, islice(times, 1, None))):
+            jobs.sort(key=_BY_SUBMISSION)
         jobs.sort(key=_BY_PRIORITY, reverse=True)  # stable: ties keep submission order
         return jobs
 
@@ -153,10 +162,7 @@ class QuotaPolicy:
         for p in c.projects.values():
             if p.queue:
                 p.queue = self.order(p.queue, now)
-                p.gpus = [
-                    r[0].gpu if len(r) == 1 else sum([x.gpu for x in r])
-                    for r in [j.replicas for j in p.queue]
-                ]
+                p.gpus, p.shapes = queue_shapes(p.queue)
                 c.cpu_only = c.cpu_only or min(p.gpus) <= 0
         c.share_fairly()
         turns: list[tuple[int, float, str]] = []
@@ -186,17 +192,19 @@ class QuotaPolicy:
     def _drain(self, c: Cycle, p: Project) -> None:
         """The rest of a project's queue once no GPU is free. Jobs alike (shape, priority,
         rank) get the same explanation as long as nothing changes in between (no hold, no
-        victim, nothing placed), so it is worked out once per kind of job."""
-        queue, gpus, now = p.queue, p.gpus, c.now
+        victim, nothing placed), so it is worked out once per kind of job; for most jobs
+        (:meth:`_plain`) more cheaply than by :meth:`_consider`. Called only once no GPU is
+        free, which stays so for the rest of the cycle (free capacity only shrinks)."""
+        queue, gpus, shapes, now = p.queue, p.gpus, p.shapes, c.now
         pending = c.decisions.pending
-        known: dict[object, tuple[str, str]] = {}
+        known: dict[object, Explained] = {}
         state = self._state(c, p)
         # Locals: this loop runs once per pending job of a busy cluster.
         ranked = type(self).service_rank is not QuotaPolicy.service_rank
-        service_rank, signature, waiting = self.service_rank, job_signature, PendingInfo
+        service_rank, waiting = self.service_rank, PendingInfo
         for position in range(p.head, len(queue)):
             job, gpu = queue[position], gpus[position]
-            key: object = None
+            key: tuple[object, bool, int, int] | None = None
             if (
                 gpu > 0
                 and job.schedule_timeout is None
@@ -204,10 +212,18 @@ class QuotaPolicy:
             ):
                 preemptible = job.preemptible
                 rank = service_rank(job, now) if ranked and preemptible else 0
-                key = (signature(job), preemptible, job.priority, rank)
+                sig = shapes[position]
+                key = (sig, preemptible, job.priority, rank)
                 outcome = known.get(key)
+                if outcome is None and self._plain(c, p, job, gpu, sig):
+                    outcome = known[key] = c.explained(*self._waiting(c, job, sig))
                 if outcome is not None:
-                    pending[job.id] = waiting(outcome[0], outcome[1], position)
+                    # Explanations are immutable: jobs at the same position of different
+                    # projects' queues that wait for the same reason share one.
+                    info = outcome[2].get(position)
+                    if info is None:
+                        info = outcome[2][position] = waiting(outcome[0], outcome[1], position)
+                    pending[job.id] = info
                     continue
             self._consider(c, p, job, gpu, position)
             after = self._state(c, p)
@@ -217,7 +233,43 @@ class QuotaPolicy:
             elif key is not None:
                 info = pending.get(job.id)
                 if info is not None and info.reason in _STABLE:
-                    known[key] = (info.reason, info.message)
+                    known[key] = c.explained(info.reason, info.message)
+
+    def _plain(self, c: Cycle, p: Project, job: JobRequest, gpu: float, signature: object) -> bool:
+        """Whether, once no GPU is free, :meth:`_consider` would only explain why ``job``
+        (which asks for GPUs and has no timeout and no back-off) waits (see
+        :meth:`_waiting`): it is within its project's limit, will not hold nodes, and is
+        not refused for quota; and it reclaims nothing, as it may not (it is over its
+        deserved quota) or can not (it is known not to fit once the stopping jobs and the
+        victims are gone, and no victim search is left or no victim can exist)."""
+        if not self.explain:
+            return False
+        if p.max_gpu is not None and p.used + gpu > p.max_gpu + EPSILON:
+            return False
+        if (
+            not p.holding
+            and self.reserve_after is not None
+            and c.now - self._since(job) >= self.reserve_after
+        ):
+            return False
+        in_quota = self._in_quota(p, job, gpu)
+        if not in_quota and not job.preemptible:
+            return False
+        if not in_quota and self.own_preemption_needs_quota():
+            return True
+        if (c.stopping or c.victims) and not c.shadow_rejected(signature):
+            return False
+        return c.searches >= self.max_reclaims or not self._victims_possible(c, p, job, in_quota)
+
+    def _waiting(self, c: Cycle, job: JobRequest, signature: object) -> tuple[str, str]:
+        """Why a job that does not fit and reclaims nothing waits (what :meth:`_consider`
+        records for it, holds aside)."""
+        why = self._infeasible(c, job, signature)
+        if why is not None:
+            return "NoMatchingNode", why
+        if c.holders and c.capacity.fits_ignoring_holds(job, signature):
+            return "Held", self._held(c, job)
+        return "NoCapacity", self._no_capacity(c, job, signature)
 
     @staticmethod
     def _state(c: Cycle, p: Project) -> tuple[int, int, int, bool]:
@@ -325,8 +377,9 @@ class QuotaPolicy:
             )
             self._wait_or_fail(c, job, position, "ProjectLimit", message)
             return
-        in_quota = self._in_quota(p, job, gpu)
-        if not job.preemptible and not in_quota:
+        # (a preemptible job's quota matters only once it does not fit)
+        in_quota = job.preemptible or self._in_quota(p, job, gpu)
+        if not in_quota:
             message = (
                 f"project {p.name} has a deserved quota of {p.quota:g} GPUs and "
                 f"{p.np_used:g} in use by non-preemptible jobs; a non-preemptible job runs "
@@ -334,11 +387,8 @@ class QuotaPolicy:
             )
             self._wait_or_fail(c, job, position, "QuotaExceeded", message)
             return
-        signature = job_signature(job)
-        if signature in c.infeasible:
-            why = c.infeasible[signature]
-        else:
-            why = c.infeasible[signature] = c.capacity.infeasible(job)
+        signature = p.shapes[position]  # job_signature(job), worked out once
+        why = self._infeasible(c, job, signature)
         if why is not None:
             self._wait_or_fail(c, job, position, "NoMatchingNode", why)
             return
@@ -346,6 +396,8 @@ class QuotaPolicy:
         if placements is not None:
             self._admit(c, p, job, gpu, placements)
             return
+        if job.preemptible:
+            in_quota = self._in_quota(p, job, gpu)
         timed_out = job.schedule_timeout is not None and self._timed_out(job, now)
         if (in_quota or not self.own_preemption_needs_quota()) and self._reclaim(
             c, p, job, gpu, in_quota, position, signature, not timed_out
@@ -356,8 +408,7 @@ class QuotaPolicy:
             return
         if c.holders and c.capacity.fits_ignoring_holds(job, signature):
             if self.explain:  # it waits for the holder and holds nothing itself
-                holder = self._holder(c, job)
-                message = f"capacity it fits is held for job {holder}, which comes first"
+                message = self._held(c, job)
                 c.decisions.pending[job.id] = PendingInfo("Held", message, position)
             return
         message = self._no_capacity(c, job, signature) if self.explain else ""
@@ -373,13 +424,25 @@ class QuotaPolicy:
             c.decisions.pending[job.id] = PendingInfo("NoCapacity", message, position)
 
     @staticmethod
-    def _holder(c: Cycle, job: JobRequest) -> str:
-        """The first job holding a node that ``job`` could use."""
+    def _held(c: Cycle, job: JobRequest) -> str:
+        """Why ``job`` waits when it fits only on held capacity: the first job holding a node
+        that it could use."""
         group = c.capacity.group(group_key(job.replicas[0]))
+        holder = "another job"
         for bucket in group.held_buckets:
-            for node in bucket:
-                return c.holders.get(node, "another job")
-        return "another job"
+            if bucket:
+                holder = c.holders.get(next(iter(bucket)), holder)
+                break
+        return f"capacity it fits is held for job {holder}, which comes first"
+
+    @staticmethod
+    def _infeasible(c: Cycle, job: JobRequest, signature: object) -> str | None:
+        """Why ``job`` fits on no node even of an idle cluster (None if it does)."""
+        try:
+            return c.infeasible[signature]
+        except KeyError:  # once per signature and cycle
+            why = c.infeasible[signature] = c.capacity.infeasible(job)
+            return why
 
     def _admit(
         self,
@@ -390,7 +453,10 @@ class QuotaPolicy:
         placements: tuple[Placement, ...],
     ) -> None:
         c.decisions.admit.append(Admission(job.id, placements))
-        p.add(gpu, job_cpu(job), job_memory(job), job.preemptible, job.priority)
+        if p.counts_resources:
+            p.add(gpu, job_cpu(job), job_memory(job), job.preemptible, job.priority)
+        else:  # CPUs and memory in use matter only against a CPU or memory quota
+            p.add(gpu, 0.0, 0, job.preemptible, job.priority)
         c.admitted.extend(placements)
         if c._shadow is not None:
             c._shadow.occupy(placements)
@@ -422,8 +488,9 @@ class QuotaPolicy:
         """Wait for stopping jobs, or (if ``search``) choose victims; False if neither helps."""
         if c.holders and c.capacity.fits_ignoring_holds(job, signature):
             return False  # what blocks it is a hold, not a lack of capacity
-        shadow = c.shadow()
-        placements = shadow.try_place(job, signature)
+        # With nothing stopping and no victim chosen yet, the shadow is the free capacity
+        # without holds, where the job was just found not to fit.
+        placements = c.shadow().try_place(job, signature) if c.stopping or c.victims else None
         victims: list[RunningJob] = []
         if placements is None:
             if not search:
@@ -436,11 +503,16 @@ class QuotaPolicy:
             if not self._victims_possible(c, p, job, in_quota):
                 return False
             c.searches += 1
-            index = c.victim_index(self.running_rank)
+            alike = type(self).running_rank is QuotaPolicy.running_rank
+            index = c.victim_index(None if alike else self.running_rank)
+            givers: set[str] | None = None
             if not (in_quota and c.over_quota):
                 index = index.of_project(p.name)  # no other project can give victims
+            else:  # those over quota now (see _eligibility), and its own
+                givers = {q.name for q in c.projects.values() if q.running > q.quota + EPSILON}
+                givers.add(p.name)
             eligible = self._eligibility(c, p, job, gpu, in_quota, index.ranks)
-            chosen = choose_victims(shadow, job, index, eligible, c.victims)
+            chosen = choose_victims(c.shadow(), job, index, eligible, c.victims, givers)
             if chosen is None:
                 c.reclaim_failed.add(failed)
                 return False
