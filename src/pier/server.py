@@ -20,6 +20,7 @@ from pathlib import Path
 import uvicorn
 from fastapi import FastAPI
 
+from pier import gc_tuning
 from pier.api.app import create_app
 from pier.config import Settings
 from pier.executors.base import Executor
@@ -152,6 +153,7 @@ def build(settings: Settings) -> Server:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
+        gc_tuning.settle()
         try:
             yield
         finally:
@@ -202,6 +204,7 @@ def build_worker(settings: Settings) -> FastAPI:
             await take_control()
         else:
             tasks.append(asyncio.create_task(stand_by(lock, take_control), name="pier-standby"))
+        gc_tuning.settle()
         try:
             yield
         finally:
