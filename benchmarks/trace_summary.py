@@ -39,6 +39,10 @@ def _process(trace: dict[str, Any], start: int, end: int) -> dict[str, Any]:
 
     gc_rows = inside(trace["gc"])
     out: dict[str, Any] = {"pid": trace["pid"]}
+    cpu = inside(trace.get("cpu", []))
+    if len(cpu) >= 2:
+        out["cpu_s"] = round((cpu[-1][1] - cpu[0][1]) / 1e9, 2)
+        out["wall_s"] = round((cpu[-1][0] - cpu[0][0]) / 1e9, 2)
     for gen in (0, 1, 2):
         out[f"gc{gen}"] = _dist([r[1] for r in gc_rows if r[2] == gen])
         out[f"gc{gen}_cpu"] = _dist([r[3] for r in gc_rows if r[2] == gen])
@@ -67,7 +71,8 @@ def summarise(folder: Path, start: int = 0, end: int = 2**63) -> list[dict[str, 
 def render(summaries: list[dict[str, Any]]) -> str:
     lines = []
     for s in summaries:
-        lines.append(f"process {s['pid']}:")
+        cpu = f" CPU {s['cpu_s']} s in {s['wall_s']} s" if "cpu_s" in s else ""
+        lines.append(f"process {s['pid']}:{cpu}")
         for key, d in s.items():
             if key != "pid" and isinstance(d, dict) and d.get("n"):
                 lines.append(

@@ -9,6 +9,7 @@ import gc
 import json
 import os
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -29,6 +30,7 @@ _data: dict[str, list[Any]] = {
     "writes": [],
     "passes": [],
     "lag": [],
+    "cpu": [],
 }
 _gc_start = [0, 0]
 _cpu = time.thread_time_ns
@@ -43,6 +45,15 @@ def _on_gc(phase: str, info: dict[str, int]) -> None:
 
 
 gc.callbacks.append(_on_gc)
+
+
+def _sample_cpu() -> None:
+    while True:
+        _data["cpu"].append((_now(), time.process_time_ns()))
+        time.sleep(0.1)
+
+
+threading.Thread(target=_sample_cpu, name="pier-probe-cpu", daemon=True).start()
 
 
 def _dump() -> None:

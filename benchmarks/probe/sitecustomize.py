@@ -8,7 +8,8 @@ process, with ``time.perf_counter_ns`` (one clock for the whole machine):
 - every HTTP request inside the app (start, end), and the service call inside it;
 - every SQLite write transaction: time waiting for the write locks, time holding them;
 - every control-loop pass (duration, full or incremental);
-- event-loop lag: a task sleeping 1 ms, recording when it woke more than 2 ms late.
+- event-loop lag: a task sleeping 1 ms, recording when it woke more than 2 ms late;
+- the process's CPU time, every 100 ms.
 
 and writes ``trace-<pid>.json`` into that folder when the process exits. Without the
 variable it does nothing. Not for production: only the benchmarks put it on the path.

@@ -33,19 +33,18 @@ import logging
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
 
 from pier.executors.base import Device, NodeInfo, ProcessGroup, ProcessReporter
 from pier.scheduler.types import PendingInfo
-from pier.services.context import SchedulerHandle
 
 __all__ = [
+    "TAKEOVER_EVERY",
     "ControlLock",
     "LogSource",
-    "RoleSwitchingHandle",
     "StateReader",
     "StateWriter",
     "WakeSender",
@@ -300,36 +299,3 @@ class WorkerScheduler:
         if not isinstance(self._logs, ProcessReporter):
             return None
         return self._logs.job_processes(job_id, attempt)
-
-
-class RoleSwitchingHandle:
-    """What the services hold: the worker's current role, switched when a standby worker
-    takes over the control loop."""
-
-    def __init__(self, target: SchedulerHandle) -> None:
-        self.target = target
-
-    def wake(self, submitted: str | None = None) -> None:
-        self.target.wake(submitted)
-
-    def pending_info(self, job_id: str) -> PendingInfo | None:
-        return self.target.pending_info(job_id)
-
-    def nodes(self) -> Sequence[NodeInfo]:
-        return self.target.nodes()
-
-    def logs(
-        self, job_id: str, attempt: int, replica: str, *, follow: bool
-    ) -> AsyncIterator[bytes]:
-        return self.target.logs(job_id, attempt, replica, follow=follow)
-
-    def job_processes(self, job_id: str, attempt: int) -> Sequence[ProcessGroup] | None:
-        return self.target.job_processes(job_id, attempt)
-
-
-async def stand_by(lock: ControlLock, take_over: Callable[[], Awaitable[None]]) -> None:
-    """Wait for the control lock; once it is ours, run ``take_over`` (then return)."""
-    while not lock.try_acquire():
-        await asyncio.sleep(TAKEOVER_EVERY)
-    log.info("worker %d took over the control loop", os.getpid())
-    await take_over()
