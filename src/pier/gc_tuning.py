@@ -5,8 +5,8 @@ survived into the oldest generation grew by a quarter since the last one, and a 
 collection walks every tracked object: the hundreds of thousands that importing FastAPI,
 pydantic and SQLAlchemy and building the app leave behind, plus the scheduler's per-job
 caches. Under a steady request load objects of requests in flight are promoted all the
-time, so a full collection came every ~600 submits and stopped the process for 100-350 ms
-(the p99 of ``benchmarks/bench_submit.py``; see benchmarks/README.md).
+time, so a full collection came every ~550 submits and stopped the process for 130-190 ms
+of CPU (the p99 of ``benchmarks/bench_submit.py``; see benchmarks/README.md, session 3).
 
 ``settle`` runs once a server process is up: everything alive then (modules, classes,
 routes, compiled statements) is moved out of the collector's sight (``gc.freeze``), so no

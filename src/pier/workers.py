@@ -1,21 +1,23 @@
 """Several API worker processes on one pier home (``pier server --workers N``).
 
-One Python process serves about one core: the GIL. With ``workers > 1`` uvicorn runs N
-processes on the same listening socket, each with its own database connections and request
-handling. Exactly one of them runs the control loop (scheduler + executor): the one that
-holds an exclusive ``flock`` on ``$PIER_HOME/control.lock``. The others
+One Python process serves about one core: the GIL. With ``workers > 1`` the server runs N
+API processes on the same port (``pier.worker_pool``), each with its own database
+connections and request handling, and one control process that serves no HTTP and runs the
+control loop (scheduler + executor) while it holds an exclusive ``flock`` on
+``$PIER_HOME/control.lock``. The API workers
 
 - wake it over a unix datagram socket (a hint: a lost datagram costs at most the loop's
   periodic pass, ``scheduler_interval_seconds``);
 - answer "why is this job pending" and the node inventory from a state file the control
-  worker rewrites (atomically) after passes, at most every ``STATE_EVERY`` seconds (so
-  there, a pending job's explanation can be up to that much older than in the control
-  worker);
+  process rewrites (atomically) after passes, at most every ``STATE_EVERY`` seconds (so
+  there, a pending job's explanation can be up to that much older);
 - read job logs straight from the executor's run folders.
 
-If the control worker dies, the kernel drops its lock; another worker takes it over within
-``TAKEOVER_EVERY`` seconds and starts the control loop, which re-attaches to the running jobs
-exactly as after a server restart (uvicorn also replaces the dead process).
+Keeping the control loop out of the API processes means a request never waits for a
+scheduler pass holding its process's GIL, nor for a garbage collection over the scheduler's
+per-job caches (see benchmarks/README.md, session 3). If the control process dies, the
+kernel drops its lock; the server process starts a replacement, which takes the lock and
+starts the control loop, re-attaching to the running jobs exactly as after a server restart.
 
 The wake socket lives in Linux's abstract namespace (a path could exceed the 108 bytes of a
 socket address): any local process could send it datagrams, which only make the loop run a

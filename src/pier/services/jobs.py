@@ -71,8 +71,12 @@ def _view(
     *,
     spec: JobSpec | None = None,
     history_rows: Sequence[Row[Any]] | None = None,
+    explain: bool = True,
 ) -> JobView:
-    pending = ctx.scheduler.pending_info(row.id) if row.status == JobStatus.PENDING else None
+    """``explain=False``: no pending reason is looked up (a job just submitted has none yet;
+    with several workers the lookup may re-read the published scheduler state)."""
+    explained = explain and row.status == JobStatus.PENDING
+    pending = ctx.scheduler.pending_info(row.id) if explained else None
     return JobView(
         id=row.id,
         name=row.name,
@@ -278,7 +282,7 @@ def _insert(
         "finished_at": None,
         "stop_requested_at": None,
     }
-    return _view(ctx, _RowLike(row_values), spec=stored)  # type: ignore[arg-type]
+    return _view(ctx, _RowLike(row_values), spec=stored, explain=False)  # type: ignore[arg-type]
 
 
 def _conflict(ctx: ServiceContext, spec: JobSpec, name: str, project: str) -> Conflict:
