@@ -15,8 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from pier.api import app as app_module
-from pier.api import render
-from pier.api.routers import jobs as jobs_router
+from pier.api import batching, render
 from pier.runtime import Runtime
 from pier.store.db import Database
 
@@ -125,7 +124,7 @@ def _install() -> None:
             _data["service"].append((t0, _now() - t0))
 
     render.call = call
-    jobs_router.call = call
+    batching.call = call  # type: ignore[attr-defined]
 
     original_serialised = Database._serialised
 

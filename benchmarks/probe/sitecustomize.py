@@ -5,7 +5,8 @@ imported by Python at start-up. When ``PIER_BENCH_TRACE`` names a folder it reco
 process, with ``time.perf_counter_ns`` (one clock for the whole machine):
 
 - every garbage collection (generation, duration, CPU time of the collecting thread);
-- every HTTP request inside the app (start, end), and the service call inside it;
+- every HTTP request inside the app (start, end), and every service call (with group
+  commit, one per batch of submits);
 - every SQLite write transaction: time waiting for the write locks, time holding them;
 - every control-loop pass (duration, full or incremental);
 - event-loop lag: a task sleeping 1 ms, recording when it woke more than 2 ms late;

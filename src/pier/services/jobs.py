@@ -33,11 +33,14 @@ __all__ = [
     "stop_job",
     "submit_job",
     "submit_jobs",
+    "submit_validated",
 ]
 
 # Built once: SQLAlchemy then reuses the compiled form instead of re-deriving it per submit.
-_INSERT_JOB = insert(jobs)
-_NAME_TAKEN = select(jobs.c.id).where(
+INSERT_JOB = insert(jobs)
+SUBMISSION_TAKEN = select(jobs.c.id).where(jobs.c.submission_id == bindparam("submission_id"))
+SUBMITTED_MESSAGE = "Job submitted"
+NAME_TAKEN = select(jobs.c.id).where(
     (jobs.c.project_id == bindparam("project_id"))
     & (jobs.c.name == bindparam("name"))
     & jobs.c.deleted_at.is_(None)
@@ -116,7 +119,7 @@ def _history_entry(row: Row[Any]) -> HistoryEntry:
     )
 
 
-def _validate_for_executor(ctx: ServiceContext, spec: JobSpec) -> None:
+def validate_for_executor(ctx: ServiceContext, spec: JobSpec) -> None:
     """Reject what the executor can never run, naming the field."""
     for i, task in enumerate(spec.tasks):
         if not task.command:
@@ -152,12 +155,12 @@ def _validate_for_executor(ctx: ServiceContext, spec: JobSpec) -> None:
             )
 
 
-def _next_name(conn: Connection, project_id: str, prefix: str) -> str:
+def next_name(conn: Connection, project_id: str, prefix: str) -> str:
     """``<prefix>-<n>`` with n counting up per project and prefix (Run:AI's
     ``--job-name-prefix``), skipping names already taken by hand."""
     while True:
         name = f"{prefix}-{_take_number(conn, project_id, prefix)}"
-        if conn.execute(_NAME_TAKEN, {"project_id": project_id, "name": name}).first() is None:
+        if conn.execute(NAME_TAKEN, {"project_id": project_id, "name": name}).first() is None:
             return name
 
 
@@ -182,7 +185,12 @@ def _take_number(conn: Connection, project_id: str, prefix: str) -> int:
 
 
 def submit_job(ctx: ServiceContext, caller: Principal, spec: JobSpec) -> JobView:
-    _validate_for_executor(ctx, spec)
+    validate_for_executor(ctx, spec)
+    return submit_validated(ctx, caller, spec)
+
+
+def submit_validated(ctx: ServiceContext, caller: Principal, spec: JobSpec) -> JobView:
+    """``submit_job`` of a spec ``validate_for_executor`` already accepted."""
     now = ctx.clock()
     job_id = str(uuid.uuid4())
     project_name = name = ""
@@ -190,7 +198,7 @@ def submit_job(ctx: ServiceContext, caller: Principal, spec: JobSpec) -> JobView
         with ctx.db.write() as conn:
             project = resolve_project(conn, caller, spec.project, loc=("body", "project"))
             project_name = project.name
-            name = spec.name or _next_name(conn, project.id, spec.name_prefix or "job")
+            name = spec.name or next_name(conn, project.id, spec.name_prefix or "job")
             # No savepoint: a unique-key clash rolls the whole submit back (nothing else was
             # written), and the conflict is classified below from a fresh read.
             view = _insert(conn, ctx, caller, spec, project, name, job_id, now)
@@ -205,7 +213,7 @@ def submit_jobs(ctx: ServiceContext, caller: Principal, specs: Sequence[JobSpec]
     ``["body", <index of the spec>]``."""
     for i, spec in enumerate(specs):
         with _located(i):
-            _validate_for_executor(ctx, spec)
+            validate_for_executor(ctx, spec)
     now = ctx.clock()
     views: list[JobView] = []
     try:
@@ -213,12 +221,9 @@ def submit_jobs(ctx: ServiceContext, caller: Principal, specs: Sequence[JobSpec]
             for i, spec in enumerate(specs):
                 with _located(i):
                     project = resolve_project(conn, caller, spec.project, loc=("body", "project"))
-                    name = spec.name or _next_name(conn, project.id, spec.name_prefix or "job")
-                    if conn.execute(_NAME_TAKEN, {"project_id": project.id, "name": name}).first():
-                        raise Conflict(
-                            f"a job named '{name}' already exists in project '{project.name}'",
-                            loc=["body", "name"],
-                        )
+                    name = spec.name or next_name(conn, project.id, spec.name_prefix or "job")
+                    if conn.execute(NAME_TAKEN, {"project_id": project.id, "name": name}).first():
+                        raise name_conflict(name, project.name)
                     job_id = str(uuid.uuid4())
                     views.append(_insert(conn, ctx, caller, spec, project, name, job_id, now))
     except IntegrityError:
@@ -249,6 +254,21 @@ def _insert(
     job_id: str,
     now: float,
 ) -> JobView:
+    values, stored = job_values(caller, spec, project, name, job_id, now)
+    conn.execute(INSERT_JOB, values)
+    lifecycle.record_created(conn, job_id, now, Reason.SUBMITTED.value, SUBMITTED_MESSAGE)
+    return created_view(ctx, caller, project, values, stored)
+
+
+def job_values(
+    caller: Principal,
+    spec: JobSpec,
+    project: Row[Any],
+    name: str,
+    job_id: str,
+    now: float,
+) -> tuple[dict[str, Any], JobSpec]:
+    """The new job's row (for ``INSERT_JOB``) and its spec as stored."""
     stored = spec.model_copy(update={"name": name, "project": project.name})
     values = {
         "id": job_id,
@@ -269,8 +289,17 @@ def _insert(
         "updated_at": now,
         "ttl_after_finish": spec.lifecycle.ttl_after_finish,
     }
-    conn.execute(_INSERT_JOB, values)
-    lifecycle.record_created(conn, job_id, now, Reason.SUBMITTED.value, "Job submitted")
+    return values, stored
+
+
+def created_view(
+    ctx: ServiceContext,
+    caller: Principal,
+    project: Row[Any],
+    values: dict[str, Any],
+    stored: JobSpec,
+) -> JobView:
+    """The view of a job just inserted with ``values``: no read-back."""
     row_values = {
         **values,
         "project_name": project.name,
@@ -285,20 +314,26 @@ def _insert(
     return _view(ctx, _RowLike(row_values), spec=stored, explain=False)  # type: ignore[arg-type]
 
 
-def _conflict(ctx: ServiceContext, spec: JobSpec, name: str, project: str) -> Conflict:
-    if spec.submission_id is not None:
-        with ctx.db.read() as conn:
-            taken = conn.execute(
-                select(jobs.c.id).where(jobs.c.submission_id == spec.submission_id)
-            ).first()
-        if taken is not None:
-            return Conflict(
-                f"a job with submission id '{spec.submission_id}' already exists",
-                loc=["body", "submission_id"],
-            )
+def name_conflict(name: str, project: str) -> Conflict:
     return Conflict(
         f"a job named '{name}' already exists in project '{project}'", loc=["body", "name"]
     )
+
+
+def submission_conflict(submission_id: str) -> Conflict:
+    return Conflict(
+        f"a job with submission id '{submission_id}' already exists",
+        loc=["body", "submission_id"],
+    )
+
+
+def _conflict(ctx: ServiceContext, spec: JobSpec, name: str, project: str) -> Conflict:
+    if spec.submission_id is not None:
+        with ctx.db.read() as conn:
+            taken = conn.execute(SUBMISSION_TAKEN, {"submission_id": spec.submission_id}).first()
+        if taken is not None:
+            return submission_conflict(spec.submission_id)
+    return name_conflict(name, project)
 
 
 class _RowLike:
