@@ -16,8 +16,8 @@ import asyncio
 from pier.api.render import call
 from pier.models import JobView
 from pier.services.context import Principal, ServiceContext
-from pier.services.jobs import validate_for_executor
 from pier.services.submit_batch import Outcome, submit_batch
+from pier.services.submits import validate_for_executor
 from pier.spec import JobSpec
 
 __all__ = ["MAX_BATCH", "SubmitBatcher"]

@@ -27,7 +27,8 @@ from pier import lifecycle
 from pier.errors import PierError
 from pier.models import JobView
 from pier.services.context import Principal, ServiceContext
-from pier.services.jobs import (
+from pier.services.projects import resolve_project
+from pier.services.submits import (
     INSERT_JOB,
     NAME_TAKEN,
     SUBMISSION_TAKEN,
@@ -39,7 +40,6 @@ from pier.services.jobs import (
     submission_conflict,
     submit_validated,
 )
-from pier.services.projects import resolve_project
 from pier.spec import JobSpec
 from pier.status import Reason
 
