@@ -1,6 +1,6 @@
 """``pier server``: wire the store, executor, scheduler loop and API together: in one
-process, or (``workers > 1``) in several uvicorn worker processes of which one runs the
-control loop (see ``pier.workers``)."""
+process, or (``workers > 1``) in several uvicorn API worker processes and one control
+process that runs the control loop (see ``pier.workers``)."""
 
 from __future__ import annotations
 

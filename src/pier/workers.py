@@ -112,7 +112,7 @@ class ControlLock:
 
 
 def wake_address(home: Path) -> str:
-    """The abstract-namespace socket address of the control worker of ``home``."""
+    """The abstract-namespace socket address of the control process of ``home``."""
     digest = hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:24]
     return f"\0pier-wake-{digest}"
 
@@ -127,7 +127,7 @@ class WakeSender:
 
     def send(self, submitted: str | None) -> None:
         payload = submitted.encode() if submitted else b""
-        # No control worker yet, or its queue is full: the periodic pass covers it.
+        # No control process yet, or its queue is full: the periodic pass covers it.
         with contextlib.suppress(OSError):
             self._sock.sendto(payload, self._address)
 
@@ -180,7 +180,7 @@ def _node_from(data: Mapping[str, Any]) -> NodeInfo:
 
 
 class StateWriter:
-    """Publishes the control worker's nodes and pending explanations to the others."""
+    """Publishes the control process's nodes and pending explanations to the others."""
 
     def __init__(
         self,
@@ -231,7 +231,7 @@ class StateWriter:
 
 
 class StateReader:
-    """The last state the control worker published (re-read when the file changes)."""
+    """The last state the control process published (re-read when the file changes)."""
 
     def __init__(self, home: Path, fallback_nodes: Sequence[NodeInfo]) -> None:
         self.path = home / STATE_FILE
