@@ -3,7 +3,7 @@
 - ``GET /v1/health``: no auth, no database: uvicorn + FastAPI + one thread-pool hop;
 - ``GET /v1/jobs/{id}``: + bearer-token lookup + a read transaction + a JobView;
 - ``POST /v1/jobs``: + the write transaction and a scheduler wake (as in ``bench_submit``);
-- the in-process service call ``services.jobs.submit_job`` in a loop, no HTTP, no scheduler:
+- the in-process service call ``services.submits.submit_job`` in a loop, no HTTP, no scheduler:
   the floor of the durable write itself.
 
 Server CPU per request (psutil) is the comparable figure; rates depend on the neighbours.
@@ -32,7 +32,7 @@ from benchmarks.harness import (
     py_spy,
 )
 from benchmarks.loadgen import build_request, closed_loop, run, summarize
-from pier.services import jobs
+from pier.services import submits
 from pier.services.context import Principal, ServiceContext
 from pier.spec import JobSpec
 from pier.store.db import Database
@@ -102,14 +102,14 @@ def _in_process(home: Path, requests: int) -> dict[str, Any]:
     caller = Principal(admin.id, admin.name, admin.is_admin, admin.default_project_id)
     spec = JobSpec.model_validate(JOB)
     for _ in range(100):
-        jobs.submit_job(ctx, caller, spec)
+        submits.submit_job(ctx, caller, spec)
     t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(requests):
-        jobs.submit_job(ctx, caller, spec)
+        submits.submit_job(ctx, caller, spec)
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     db.dispose()
     return {
-        "case": "services.jobs.submit_job in-process (1 thread)",
+        "case": "services.submits.submit_job in-process (1 thread)",
         "requests": requests,
         "per_s": round(requests / wall, 1),
         "server_cpu_ms_per_request": round(1000 * cpu / requests, 3),

@@ -28,10 +28,12 @@ from benchmarks.harness import (
     PierServer,
     emit,
     machine_info,
+    probe_env,
     py_spy,
 )
 from benchmarks.harness import postgres_database as _pg
 from benchmarks.loadgen import build_request, closed_loop, run, summarize
+from benchmarks.trace_summary import render, summarise
 
 JOB = {"tasks": [{"command": ["true"], "resources": {"gpu": 1}}]}
 BLOCKER = {"name": "blocker", "tasks": [{"command": ["sleep", "600"], "resources": {"gpu": 1}}]}
@@ -70,7 +72,9 @@ async def measure(
         meter = CpuMeter()
         with py_spy(server.pid, profile):
             t0 = time.perf_counter()
+            window_start = time.perf_counter_ns()
             samples = await closed_loop(HOST, server.port, raw, total, concurrency)
+            window_end = time.perf_counter_ns()
             wall = time.perf_counter() - t0
         cpu_server, cpu_client = server.cpu_seconds() - cpu_server, _client_cpu() - cpu_client
         busy = meter.read()
@@ -97,6 +101,7 @@ async def measure(
         "server_cpu_s": round(cpu_server, 2),
         "client_cpu_s": round(cpu_client, 2),
         "server_cpu_ms_per_submit": round(1000 * cpu_server / total, 3),
+        "window_ns": [window_start, window_end],
     }
 
 
@@ -110,9 +115,18 @@ def main() -> None:
     )
     parser.add_argument("--profile", type=Path, help="py-spy the server into this file")
     parser.add_argument("--workers", type=int, default=1, help="the server's PIER_WORKERS")
+    parser.add_argument(
+        "--trace",
+        type=Path,
+        metavar="DIR",
+        help="record server-side timings (benchmarks/probe) into DIR and summarise them",
+    )
     args = parser.parse_args()
     backend = "postgresql" if args.postgres else "sqlite"
     env = {"PIER_WORKERS": str(args.workers)}
+    if args.trace:
+        args.trace.mkdir(parents=True, exist_ok=True)
+        env.update(probe_env(args.trace))
     with (
         _database(args.postgres) as url,
         PierServer(database_url=url, local_gpus=1, env=env) as server,
@@ -128,6 +142,9 @@ def main() -> None:
         f"(server CPU {result['server_cpu_ms_per_submit']} ms/submit, "
         f"client CPU {result['client_cpu_s']} s)"
     )
+    if args.trace:
+        start, end = result["window_ns"]  # type: ignore[misc]
+        print(render(summarise(args.trace, start, end)))
 
 
 if __name__ == "__main__":

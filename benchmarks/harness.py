@@ -35,6 +35,7 @@ __all__ = [
     "emit",
     "machine_info",
     "postgres_database",
+    "probe_env",
 ]
 
 HOST = "127.0.0.1"
@@ -269,6 +270,16 @@ def postgres_database(admin_url: str) -> Iterator[str]:
     finally:
         with psycopg.connect(admin_url, autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def probe_env(folder: Path) -> dict[str, str]:
+    """The server environment that loads ``benchmarks/probe`` (its ``sitecustomize``) and
+    has it write its traces into ``folder`` (see ``benchmarks.trace_summary``)."""
+    path = [str(ROOT / "benchmarks" / "probe"), os.environ.get("PYTHONPATH", "")]
+    return {
+        "PYTHONPATH": os.pathsep.join(p for p in path if p),
+        "PIER_BENCH_TRACE": str(folder.resolve()),
+    }
 
 
 @contextlib.contextmanager

@@ -66,11 +66,13 @@ class Settings(BaseSettings):
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
     scheduler_interval_seconds: float = Field(1.0, gt=0)
     workers: int = Field(1, ge=1, le=64)
-    """API worker processes. One process serves about one core (the GIL); with more, one
-    of them runs the control loop and the others hand it work (see ``pier.workers``)."""
+    """API worker processes. One process serves about one core (the GIL); with more, the
+    control loop runs in one more process of its own and the API workers hand it work (see
+    ``pier.workers``). 1 (the default): API and control loop in one process."""
     scheduler_policy: Literal["quota", "las", "gittins", "fifo"] = "quota"
     """``quota``: deserved quotas, borrowing, reclaim, fair share (docs/scheduler.md);
-    ``las``: the same with least-attained-service order for training jobs; ``fifo``: the
+    ``las``: the same with least-attained-service order for training jobs; ``gittins``: LAS
+    with ranks from a Gittins index learned from the project's finished jobs; ``fifo``: the
     first, greedy policy (project hard limits only)."""
     metrics_public: bool = False
     """Serve ``/metrics`` without a token (default: a pier bearer token is required)."""

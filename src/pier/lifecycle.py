@@ -14,7 +14,7 @@ from sqlalchemy import JSON, Connection, insert, null, update
 from pier.status import ALLOWED, TERMINAL, JobStatus
 from pier.store.tables import history, jobs
 
-__all__ = ["Transition", "apply", "record_created", "sources_for"]
+__all__ = ["Transition", "apply", "record_created", "record_created_many", "sources_for"]
 
 
 def sources_for(target: JobStatus) -> frozenset[JobStatus]:
@@ -57,6 +57,25 @@ def record_created(conn: Connection, job_id: str, now: float, reason: str, messa
             "created_at": now,
         },
     )
+
+
+def record_created_many(
+    conn: Connection, job_ids: Iterable[str], now: float, reason: str, message: str
+) -> None:
+    """``record_created`` for several jobs created together (one ``executemany``)."""
+    rows = [
+        {
+            "job_id": job_id,
+            "status": JobStatus.PENDING.value,
+            "reason": reason,
+            "message": message,
+            "attempt": 0,
+            "created_at": now,
+        }
+        for job_id in job_ids
+    ]
+    if rows:
+        conn.execute(_INSERT_HISTORY, rows)
 
 
 def apply(conn: Connection, transitions: Iterable[Transition], now: float) -> list[str]:

@@ -1,6 +1,6 @@
 """``pier server``: wire the store, executor, scheduler loop and API together: in one
-process, or (``workers > 1``) in several uvicorn worker processes of which one runs the
-control loop (see ``pier.workers``)."""
+process, or (``workers > 1``) in several uvicorn API worker processes and one control
+process that runs the control loop (see ``pier.workers``)."""
 
 from __future__ import annotations
 
@@ -10,16 +10,19 @@ import importlib
 import json
 import logging
 import os
+import signal
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import uvicorn
+import uvloop
 from fastapi import FastAPI
 
+from pier import gc_tuning
 from pier.api.app import create_app
 from pier.config import Settings
 from pier.executors.base import Executor
@@ -38,14 +41,13 @@ from pier.store.db import Database
 from pier.store.migrate import upgrade
 from pier.worker_pool import WorkerPool
 from pier.workers import (
+    TAKEOVER_EVERY,
     ControlLock,
-    RoleSwitchingHandle,
     StateReader,
     StateWriter,
     WakeSender,
     WorkerScheduler,
     listen_for_wakes,
-    stand_by,
     wake_address,
 )
 
@@ -53,8 +55,10 @@ __all__ = [
     "Server",
     "build",
     "build_worker",
+    "control_main",
     "make_executor",
     "make_policy",
+    "run_control",
     "serve",
     "worker_app",
     "write_credentials",
@@ -164,6 +168,7 @@ def build(settings: Settings) -> Server:
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await runtime.start()
+        gc_tuning.settle()
         try:
             yield
         finally:
@@ -179,54 +184,24 @@ def build(settings: Settings) -> Server:
 
 
 def build_worker(settings: Settings) -> FastAPI:
-    """One of several worker processes (``workers > 1``) on an already prepared home: it
-    serves the API and runs the control loop when it holds the home's control lock, else
-    stands by to take the loop over."""
+    """One of several API worker processes (``workers > 1``) on an already prepared home:
+    it serves the API and hands the control process work (``pier.workers``); it runs no
+    scheduling, so its requests never wait for a pass (GIL) or its garbage collections."""
     db = Database(settings.effective_database_url)
     executor = make_executor(settings)
-    address = wake_address(settings.home)
-    handle = RoleSwitchingHandle(
-        WorkerScheduler(
-            WakeSender(address), StateReader(settings.home, executor.capacity()), executor
-        )
+    handle = WorkerScheduler(
+        WakeSender(wake_address(settings.home)),
+        StateReader(settings.home, executor.capacity()),
+        executor,
     )
     ctx = _context(settings, db, handle, executor)
-    lock = ControlLock(settings.home)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        runtime: Runtime | None = None
-        closers: list[asyncio.DatagramTransport] = []
-        tasks: list[asyncio.Task[None]] = []
-
-        async def take_control() -> None:
-            nonlocal runtime
-            runtime = _runtime(settings, db, executor)
-            await runtime.start()
-            closers.append(await listen_for_wakes(address, runtime.wake))
-            handle.target = runtime
-            writer = StateWriter(
-                settings.home, runtime.nodes, runtime.pending_all, _passes(runtime)
-            )
-            tasks.append(asyncio.create_task(writer.run(), name="pier-state-writer"))
-
-        if lock.try_acquire():
-            await take_control()
-        else:
-            tasks.append(asyncio.create_task(stand_by(lock, take_control), name="pier-standby"))
+        gc_tuning.settle()
         try:
             yield
         finally:
-            for task in tasks:
-                task.cancel()
-            for task in tasks:
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
-            for transport in closers:
-                transport.close()
-            if runtime is not None:
-                await runtime.close()
-            lock.release()
             db.dispose()
 
     return create_app(
@@ -237,8 +212,54 @@ def build_worker(settings: Settings) -> FastAPI:
     )
 
 
-def _passes(runtime: Runtime) -> Callable[[], int]:
-    return lambda: runtime.passes
+async def run_control(settings: Settings, stop: asyncio.Event) -> None:
+    """The control process of ``workers > 1``: once it holds the home's control lock, the
+    control loop (scheduler + executor) until ``stop`` is set; no HTTP."""
+    lock = ControlLock(settings.home)
+    while not lock.try_acquire():  # a previous control process may still be closing
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(TAKEOVER_EVERY):
+                await stop.wait()
+        if stop.is_set():
+            return
+    db = Database(settings.effective_database_url)
+    runtime = _runtime(settings, db, make_executor(settings))
+    try:
+        await runtime.start()
+        transport = await listen_for_wakes(wake_address(settings.home), runtime.wake)
+        state = StateWriter(
+            settings.home, runtime.nodes, runtime.pending_all, lambda: runtime.passes
+        )
+        writer = asyncio.create_task(state.run(), name="pier-state-writer")
+        log.info("control process %d runs the control loop", os.getpid())
+        gc_tuning.settle()
+        await stop.wait()
+        writer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer
+        transport.close()
+    finally:
+        await runtime.close()
+        lock.release()
+        db.dispose()
+
+
+async def _control_until_signal(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await run_control(settings, stop)
+
+
+def control_main() -> None:  # pragma: no cover - the control process (tests/e2e)
+    """The control process's entry point (``WorkerPool``; settings from the environment)."""
+    settings = Settings.model_validate_json(os.environ[WORKER_SETTINGS_ENV])
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(_control_until_signal(settings))
 
 
 def worker_app() -> FastAPI:
@@ -304,7 +325,7 @@ def serve(settings: Settings) -> None:
             access_log=False,
             timeout_graceful_shutdown=5,
         )
-        WorkerPool(config, settings.workers).run()
+        WorkerPool(config, settings.workers, control=control_main).run()
         return
     server = build(settings)
     print(_banner(settings, server.db, server.bootstrap), file=sys.stderr, flush=True)

@@ -1,5 +1,6 @@
 """The parent process of ``pier server --workers N``: N uvicorn worker processes, each with
-its own listening socket on the same port (``SO_REUSEPORT``), restarted when one dies.
+its own listening socket on the same port (``SO_REUSEPORT``), and the control process
+(scheduler + executor, no HTTP); any of them is restarted when it dies.
 
 Why not uvicorn's own ``--workers``: its workers share one listening socket, and Linux hands
 a new connection to whichever process waits in ``accept`` first, so long-lived keep-alive
@@ -18,6 +19,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from types import FrameType
 
@@ -68,32 +70,56 @@ def _exit_with_parent(parent: int, grace: float) -> None:
     os._exit(1)
 
 
-def _worker_main(config: uvicorn.Config, parent: int) -> None:  # pragma: no cover - a child
-    config.configure_logging()  # unpickled configs skip __init__, which sets logging up
-    grace = (config.timeout_graceful_shutdown or 5) + 10
+def _watch_parent(parent: int, grace: float) -> None:
     threading.Thread(
         target=_exit_with_parent, args=(parent, grace), name="pier-parent-watch", daemon=True
     ).start()
+
+
+def _worker_main(config: uvicorn.Config, parent: int) -> None:  # pragma: no cover - a child
+    config.configure_logging()  # unpickled configs skip __init__, which sets logging up
+    _watch_parent(parent, (config.timeout_graceful_shutdown or 5) + 10)
     sock = reuse_port_socket(config.host, config.port)
     uvicorn.Server(config).run(sockets=[sock])
 
 
-class WorkerPool:
-    """Runs ``count`` workers of ``config`` (an import-string app) until SIGINT/SIGTERM."""
+def _control_main(
+    control: Callable[[], None], parent: int, grace: float
+) -> None:  # pragma: no cover - a child
+    _watch_parent(parent, grace)
+    control()
 
-    def __init__(self, config: uvicorn.Config, count: int) -> None:
+
+class WorkerPool:
+    """Runs ``count`` workers of ``config`` (an import-string app), and one process running
+    ``control`` (a module-level function, so that it can be spawned; it must return on
+    SIGTERM), until SIGINT/SIGTERM."""
+
+    def __init__(
+        self, config: uvicorn.Config, count: int, control: Callable[[], None] | None = None
+    ) -> None:
         self.config = config
         self.count = count
+        self.control = control
         self._stop = threading.Event()
         self._context = multiprocessing.get_context("spawn")
 
-    def _start(self) -> BaseProcess:
-        process = self._context.Process(
-            target=_worker_main,
-            args=(self.config, os.getpid()),
-            name="pier-worker",
-            daemon=False,
-        )
+    def _start(self, index: int) -> BaseProcess:
+        grace = (self.config.timeout_graceful_shutdown or 5) + 10
+        if index == self.count:
+            process = self._context.Process(
+                target=_control_main,
+                args=(self.control, os.getpid(), grace),
+                name="pier-control",
+                daemon=False,
+            )
+        else:
+            process = self._context.Process(
+                target=_worker_main,
+                args=(self.config, os.getpid()),
+                name="pier-worker",
+                daemon=False,
+            )
         process.start()
         return process
 
@@ -108,24 +134,27 @@ class WorkerPool:
         previous = {
             sig: signal.signal(sig, self._on_signal) for sig in (signal.SIGINT, signal.SIGTERM)
         }
-        processes = [self._start() for _ in range(self.count)]
+        total = self.count + (self.control is not None)
+        processes = [self._start(i) for i in range(total)]
         log.info(
-            "started %d worker processes on %s:%d (pids %s)",
+            "started %d worker processes on %s:%d (pids %s)%s",
             self.count,
             self.config.host,
             self.config.port,
-            ", ".join(str(p.pid) for p in processes),
+            ", ".join(str(p.pid) for p in processes[: self.count]),
+            f" and the control process (pid {processes[-1].pid})" if self.control else "",
         )
         try:
             while not self._stop.wait(RESTART_CHECK_SECONDS):
                 for index, process in enumerate(processes):
                     if not process.is_alive():
                         log.warning(
-                            "worker %s exited with %s; starting another",
+                            "%s %s exited with %s; starting another",
+                            process.name,
                             process.pid,
                             process.exitcode,
                         )
-                        processes[index] = self._start()
+                        processes[index] = self._start(index)
         finally:
             for process in processes:
                 if process.is_alive():

@@ -1,21 +1,23 @@
 """Several API worker processes on one pier home (``pier server --workers N``).
 
-One Python process serves about one core: the GIL. With ``workers > 1`` uvicorn runs N
-processes on the same listening socket, each with its own database connections and request
-handling. Exactly one of them runs the control loop (scheduler + executor): the one that
-holds an exclusive ``flock`` on ``$PIER_HOME/control.lock``. The others
+One Python process serves about one core: the GIL. With ``workers > 1`` the server runs N
+API processes on the same port (``pier.worker_pool``), each with its own database
+connections and request handling, and one control process that serves no HTTP and runs the
+control loop (scheduler + executor) while it holds an exclusive ``flock`` on
+``$PIER_HOME/control.lock``. The API workers
 
 - wake it over a unix datagram socket (a hint: a lost datagram costs at most the loop's
   periodic pass, ``scheduler_interval_seconds``);
 - answer "why is this job pending" and the node inventory from a state file the control
-  worker rewrites (atomically) after passes, at most every ``STATE_EVERY`` seconds (so
-  there, a pending job's explanation can be up to that much older than in the control
-  worker);
+  process rewrites (atomically) after passes, at most every ``STATE_EVERY`` seconds (so
+  there, a pending job's explanation can be up to that much older);
 - read job logs straight from the executor's run folders.
 
-If the control worker dies, the kernel drops its lock; another worker takes it over within
-``TAKEOVER_EVERY`` seconds and starts the control loop, which re-attaches to the running jobs
-exactly as after a server restart (uvicorn also replaces the dead process).
+Keeping the control loop out of the API processes means a request never waits for a
+scheduler pass holding its process's GIL, nor for a garbage collection over the scheduler's
+per-job caches (see benchmarks/README.md, session 3). If the control process dies, the
+kernel drops its lock; the server process starts a replacement, which takes the lock and
+starts the control loop, re-attaching to the running jobs exactly as after a server restart.
 
 The wake socket lives in Linux's abstract namespace (a path could exceed the 108 bytes of a
 socket address): any local process could send it datagrams, which only make the loop run a
@@ -33,19 +35,18 @@ import logging
 import os
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Protocol
 
 from pier.executors.base import Device, NodeInfo, ProcessGroup, ProcessReporter
 from pier.scheduler.types import PendingInfo
-from pier.services.context import SchedulerHandle
 
 __all__ = [
+    "TAKEOVER_EVERY",
     "ControlLock",
     "LogSource",
-    "RoleSwitchingHandle",
     "StateReader",
     "StateWriter",
     "WakeSender",
@@ -111,7 +112,7 @@ class ControlLock:
 
 
 def wake_address(home: Path) -> str:
-    """The abstract-namespace socket address of the control worker of ``home``."""
+    """The abstract-namespace socket address of the control process of ``home``."""
     digest = hashlib.sha256(str(home.resolve()).encode()).hexdigest()[:24]
     return f"\0pier-wake-{digest}"
 
@@ -126,7 +127,7 @@ class WakeSender:
 
     def send(self, submitted: str | None) -> None:
         payload = submitted.encode() if submitted else b""
-        # No control worker yet, or its queue is full: the periodic pass covers it.
+        # No control process yet, or its queue is full: the periodic pass covers it.
         with contextlib.suppress(OSError):
             self._sock.sendto(payload, self._address)
 
@@ -179,7 +180,7 @@ def _node_from(data: Mapping[str, Any]) -> NodeInfo:
 
 
 class StateWriter:
-    """Publishes the control worker's nodes and pending explanations to the others."""
+    """Publishes the control process's nodes and pending explanations to the others."""
 
     def __init__(
         self,
@@ -230,7 +231,7 @@ class StateWriter:
 
 
 class StateReader:
-    """The last state the control worker published (re-read when the file changes)."""
+    """The last state the control process published (re-read when the file changes)."""
 
     def __init__(self, home: Path, fallback_nodes: Sequence[NodeInfo]) -> None:
         self.path = home / STATE_FILE
@@ -300,36 +301,3 @@ class WorkerScheduler:
         if not isinstance(self._logs, ProcessReporter):
             return None
         return self._logs.job_processes(job_id, attempt)
-
-
-class RoleSwitchingHandle:
-    """What the services hold: the worker's current role, switched when a standby worker
-    takes over the control loop."""
-
-    def __init__(self, target: SchedulerHandle) -> None:
-        self.target = target
-
-    def wake(self, submitted: str | None = None) -> None:
-        self.target.wake(submitted)
-
-    def pending_info(self, job_id: str) -> PendingInfo | None:
-        return self.target.pending_info(job_id)
-
-    def nodes(self) -> Sequence[NodeInfo]:
-        return self.target.nodes()
-
-    def logs(
-        self, job_id: str, attempt: int, replica: str, *, follow: bool
-    ) -> AsyncIterator[bytes]:
-        return self.target.logs(job_id, attempt, replica, follow=follow)
-
-    def job_processes(self, job_id: str, attempt: int) -> Sequence[ProcessGroup] | None:
-        return self.target.job_processes(job_id, attempt)
-
-
-async def stand_by(lock: ControlLock, take_over: Callable[[], Awaitable[None]]) -> None:
-    """Wait for the control lock; once it is ours, run ``take_over`` (then return)."""
-    while not lock.try_acquire():
-        await asyncio.sleep(TAKEOVER_EVERY)
-    log.info("worker %d took over the control loop", os.getpid())
-    await take_over()

@@ -1,5 +1,6 @@
-"""``pier server`` with two worker processes: both serve the API, one runs the control
-loop, and when that one dies the other takes the loop over without losing a job."""
+"""``pier server`` with two worker processes: both serve the API, a third process runs the
+control loop, and when that one dies a replacement takes the loop over without losing a
+job, while the API workers keep answering."""
 
 from __future__ import annotations
 
@@ -18,14 +19,21 @@ def _control_pid(server: PierServer) -> int:
     return int(text) if text else 0
 
 
-def _workers(server: PierServer) -> set[int]:
-    """uvicorn's worker processes (multiprocessing's resource tracker is a child too)."""
+def _children(server: PierServer) -> set[int]:
+    """The API workers and the control process (multiprocessing's resource tracker is a
+    child too)."""
     found = set()
     for child in psutil.Process(server.pid).children():
         with contextlib.suppress(psutil.Error):  # a killed worker is a zombie until reaped
-            if any("spawn_main" in part for part in child.cmdline()):
+            if child.status() != psutil.STATUS_ZOMBIE and any(
+                "spawn_main" in part for part in child.cmdline()
+            ):
                 found.add(child.pid)
     return found
+
+
+def _api_workers(server: PierServer) -> set[int]:
+    return _children(server) - {_control_pid(server)}
 
 
 def _fresh_connection_calls(server: PierServer, token: str, n: int) -> list[int]:
@@ -42,8 +50,10 @@ def test_two_workers_share_the_work_and_survive_the_control_worker(
     pier_server_factory: ServerFactory, tmp_path: Path
 ) -> None:
     server = pier_server_factory(gpus=1, extra_env={"PIER_WORKERS": "2"})
-    wait_for(lambda: len(_workers(server)) == 2, 60, "two worker processes")
-    wait_for(lambda: _control_pid(server) in _workers(server), 60, "a control worker")
+    wait_for(lambda: len(_children(server)) == 3, 60, "two workers and the control process")
+    wait_for(lambda: _control_pid(server) in _children(server), 60, "a control process")
+    api_workers = _api_workers(server)
+    assert len(api_workers) == 2
     with server.client() as client:
         token = server.credentials()["token"]
         assert _fresh_connection_calls(server, token, 20) == [200] * 20
@@ -83,16 +93,24 @@ def test_two_workers_share_the_work_and_survive_the_control_worker(
         wait_for(
             lambda: (
                 _control_pid(server) not in (0, control)
-                and _control_pid(server) in _workers(server)
+                and _control_pid(server) in _children(server)
             ),
             60,
-            "another worker taking over the control loop",
+            "a new control process taking over the control loop",
         )
+        # the API workers were not involved: the same two processes still serve
+        assert _api_workers(server) == api_workers
+        assert _fresh_connection_calls(server, token, 10) == [200] * 10
         gate.touch()
         assert client.wait(hold.id, timeout=60).status.value == "Succeeded"
         assert client.wait(queued.id, timeout=60).status.value == "Succeeded"
         after = client.submit({"name": "after", "tasks": [{"command": ["echo", "after"]}]})
         assert client.wait(after.id, timeout=60).status.value == "Succeeded"
-        # uvicorn replaced the killed process: two workers again, and the API answers on both
-        wait_for(lambda: len(_workers(server)) == 2, 60, "a replacement worker")
+        # one API worker killed: replaced, and the API answers on both again
+        os.kill(min(api_workers), signal.SIGKILL)
+        wait_for(
+            lambda: len(_api_workers(server)) == 2 and min(api_workers) not in _children(server),
+            60,
+            "a replacement API worker",
+        )
         assert _fresh_connection_calls(server, token, 10) == [200] * 10

@@ -8,6 +8,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from fastapi import FastAPI
 
 from pier import __version__
+from pier.api.batching import SubmitBatcher
 from pier.api.dialects import runai as runai_dialect
 from pier.api.errors import install_error_handlers, register_dialect_errors
 from pier.api.limits import BodySizeLimit
@@ -50,6 +51,7 @@ def create_app(
         lifespan=lifespan or _no_lifespan,
     )
     app.state.ctx = ctx
+    app.state.submits = SubmitBatcher(ctx)
     app.state.metrics_public = metrics_public
     install_error_handlers(app)
     for module in (accounts, projects, jobs, system, ray_jobs, runai, manifests):

@@ -8,7 +8,7 @@ from sqlalchemy import select
 
 from pier.errors import Forbidden
 from pier.models import JobView
-from pier.services import jobs
+from pier.services import submits
 from pier.services.context import Principal, ServiceContext
 from pier.spec import JobSpec
 from pier.store.tables import project_members, projects, users
@@ -58,4 +58,4 @@ def acting_principal(
 
 def submit_as(ctx: ServiceContext, caller: Principal, user: str | None, spec: JobSpec) -> JobView:
     """Submit ``spec`` owned by ``user`` (see :func:`acting_principal`)."""
-    return jobs.submit_job(ctx, acting_principal(ctx, caller, user, spec.project), spec)
+    return submits.submit_job(ctx, acting_principal(ctx, caller, user, spec.project), spec)

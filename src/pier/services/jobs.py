@@ -1,56 +1,34 @@
-"""Jobs: submit, read, list, stop, delete, history and logs. Every dialect calls these."""
+"""Jobs: read, list, stop, delete, history and logs (submitting: ``pier.services.submits``).
+Every dialect calls these."""
 
 from __future__ import annotations
 
 import base64
 import json
 import re
-import uuid
-from collections.abc import AsyncIterator, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Row, and_, bindparam, insert, or_, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import Connection, Row, and_, or_, select, update
 
 from pier import lifecycle
-from pier.errors import Conflict, Invalid, NotFound, PierError, Unschedulable
+from pier.errors import Conflict, Invalid, NotFound
 from pier.models import HistoryEntry, JobView, Page, ReplicaView
-from pier.scheduler.placement import explain_infeasible
 from pier.services.context import Principal, ServiceContext
 from pier.services.projects import resolve_project, visible_project_ids
-from pier.services.snapshot import job_request, node_states
-from pier.spec import JobKind, JobSpec
+from pier.spec import JobSpec
 from pier.status import TERMINAL, JobStatus, Reason
-from pier.store.tables import history, jobs, name_counters, projects, users
+from pier.store.tables import history, jobs, projects, users
 
 __all__ = [
     "delete_job",
     "get_job",
     "job_history",
+    "job_view",
     "list_jobs",
     "resolve_log_target",
     "stop_job",
-    "submit_job",
-    "submit_jobs",
 ]
-
-# Built once: SQLAlchemy then reuses the compiled form instead of re-deriving it per submit.
-_INSERT_JOB = insert(jobs)
-_NAME_TAKEN = select(jobs.c.id).where(
-    (jobs.c.project_id == bindparam("project_id"))
-    & (jobs.c.name == bindparam("name"))
-    & jobs.c.deleted_at.is_(None)
-)
-_TAKE_NUMBER = (
-    update(name_counters)
-    .where(
-        (name_counters.c.project_id == bindparam("b_project_id"))
-        & (name_counters.c.prefix == bindparam("b_prefix"))
-    )
-    .values(next_value=name_counters.c.next_value + 1)
-    .returning(name_counters.c.next_value)
-)
 
 _UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 MAX_PAGE = 500
@@ -65,14 +43,18 @@ def _joined() -> Any:
     )
 
 
-def _view(
+def job_view(
     ctx: ServiceContext,
     row: Row[Any],
     *,
     spec: JobSpec | None = None,
     history_rows: Sequence[Row[Any]] | None = None,
+    explain: bool = True,
 ) -> JobView:
-    pending = ctx.scheduler.pending_info(row.id) if row.status == JobStatus.PENDING else None
+    """``explain=False``: no pending reason is looked up (a job just submitted has none yet;
+    with several workers the lookup may re-read the published scheduler state)."""
+    explained = explain and row.status == JobStatus.PENDING
+    pending = ctx.scheduler.pending_info(row.id) if explained else None
     return JobView(
         id=row.id,
         name=row.name,
@@ -112,201 +94,6 @@ def _history_entry(row: Row[Any]) -> HistoryEntry:
     )
 
 
-def _validate_for_executor(ctx: ServiceContext, spec: JobSpec) -> None:
-    """Reject what the executor can never run, naming the field."""
-    for i, task in enumerate(spec.tasks):
-        if not task.command and not (task.image and ctx.runs_images):
-            if task.image:
-                message = (
-                    f"image '{task.image}' alone cannot run: this pier runs commands on its "
-                    "machines and has no container runtime, so give a command (the image is "
-                    "then recorded only)"
-                )
-            else:
-                message = "a job without a command cannot run: give a command or an image"
-            raise Invalid(message, loc=["body", "tasks", i, "command"])
-    lc = spec.lifecycle
-    if lc.parallelism is not None and (
-        len(spec.tasks) != 1 or lc.parallelism != spec.replica_count
-    ):
-        raise Invalid(
-            "parallelism must equal the number of replicas of a single task role "
-            "(set tasks[0].replicas)",
-            loc=["body", "lifecycle", "parallelism"],
-        )
-    if lc.completions is not None and lc.completions > spec.replica_count:
-        raise Invalid(
-            "completions beyond the number of parallel replicas are not supported yet",
-            loc=["body", "lifecycle", "completions"],
-        )
-    nodes = ctx.scheduler.nodes()
-    if nodes and not ctx.elastic_capacity:
-        problem = explain_infeasible(node_states(nodes, []), job_request("new", "", spec, 0.0))
-        if problem is not None:
-            raise Unschedulable(
-                f"cannot be scheduled: {problem}; no available resource that meets the "
-                "request requirements",
-                loc=["body", "tasks"],
-                problem=problem,
-            )
-
-
-def _next_name(conn: Connection, project_id: str, prefix: str) -> str:
-    """``<prefix>-<n>`` with n counting up per project and prefix (Run:AI's
-    ``--job-name-prefix``), skipping names already taken by hand."""
-    while True:
-        name = f"{prefix}-{_take_number(conn, project_id, prefix)}"
-        if conn.execute(_NAME_TAKEN, {"project_id": project_id, "name": name}).first() is None:
-            return name
-
-
-def _take_number(conn: Connection, project_id: str, prefix: str) -> int:
-    """The counter's next number, taken atomically: the ``UPDATE`` holds the counter's row
-    until this transaction ends, so concurrent submits (several server replicas, or
-    PostgreSQL's concurrent writers) never get the same number."""
-    while True:
-        taken = conn.execute(
-            _TAKE_NUMBER, {"b_project_id": project_id, "b_prefix": prefix}
-        ).scalar()
-        if taken is not None:
-            return int(taken) - 1
-        try:
-            with conn.begin_nested():
-                conn.execute(
-                    insert(name_counters).values(project_id=project_id, prefix=prefix, next_value=2)
-                )
-            return 1
-        except IntegrityError:
-            continue  # another submit created the counter first: take a number from it
-
-
-def submit_job(ctx: ServiceContext, caller: Principal, spec: JobSpec) -> JobView:
-    _validate_for_executor(ctx, spec)
-    now = ctx.clock()
-    job_id = str(uuid.uuid4())
-    project_name = name = ""
-    try:
-        with ctx.db.write() as conn:
-            project = resolve_project(conn, caller, spec.project, loc=("body", "project"))
-            project_name = project.name
-            name = spec.name or _next_name(conn, project.id, spec.name_prefix or "job")
-            # No savepoint: a unique-key clash rolls the whole submit back (nothing else was
-            # written), and the conflict is classified below from a fresh read.
-            view = _insert(conn, ctx, caller, spec, project, name, job_id, now)
-    except IntegrityError:
-        raise _conflict(ctx, spec, name, project_name) from None
-    ctx.scheduler.wake(submitted=job_id)
-    return view
-
-
-def submit_jobs(ctx: ServiceContext, caller: Principal, specs: Sequence[JobSpec]) -> list[JobView]:
-    """Submit several jobs all or nothing (one transaction). An error's ``loc`` starts with
-    ``["body", <index of the spec>]``."""
-    for i, spec in enumerate(specs):
-        with _located(i):
-            _validate_for_executor(ctx, spec)
-    now = ctx.clock()
-    views: list[JobView] = []
-    try:
-        with ctx.db.write() as conn:
-            for i, spec in enumerate(specs):
-                with _located(i):
-                    project = resolve_project(conn, caller, spec.project, loc=("body", "project"))
-                    name = spec.name or _next_name(conn, project.id, spec.name_prefix or "job")
-                    if conn.execute(_NAME_TAKEN, {"project_id": project.id, "name": name}).first():
-                        raise Conflict(
-                            f"a job named '{name}' already exists in project '{project.name}'",
-                            loc=["body", "name"],
-                        )
-                    job_id = str(uuid.uuid4())
-                    views.append(_insert(conn, ctx, caller, spec, project, name, job_id, now))
-    except IntegrityError:
-        raise Conflict("a job of this request was submitted at the same time; retry") from None
-    for view in views:
-        ctx.scheduler.wake(submitted=view.id)
-    return views
-
-
-@contextmanager
-def _located(index: int) -> Iterator[None]:
-    """Prefix a :class:`PierError`'s ``loc`` with the index of the spec it is about."""
-    try:
-        yield
-    except PierError as exc:
-        rest = exc.loc[1:] if exc.loc[:1] == ["body"] else exc.loc
-        exc.loc = ["body", index, *rest]
-        raise
-
-
-def _insert(
-    conn: Connection,
-    ctx: ServiceContext,
-    caller: Principal,
-    spec: JobSpec,
-    project: Row[Any],
-    name: str,
-    job_id: str,
-    now: float,
-) -> JobView:
-    stored = spec.model_copy(update={"name": name, "project": project.name})
-    values = {
-        "id": job_id,
-        "project_id": project.id,
-        "owner_id": caller.user_id,
-        "name": name,
-        "submission_id": spec.submission_id,
-        "kind": spec.kind.value,
-        "preemptible": spec.is_preemptible,
-        "priority": 1 if spec.kind is JobKind.INTERACTIVE else 0,
-        "gpu": spec.total_gpu,
-        "spec": stored.dump(),
-        "status": JobStatus.PENDING.value,
-        "reason": Reason.SUBMITTED.value,
-        "attempt": 0,
-        "retries": 0,
-        "created_at": now,
-        "updated_at": now,
-        "ttl_after_finish": spec.lifecycle.ttl_after_finish,
-    }
-    conn.execute(_INSERT_JOB, values)
-    lifecycle.record_created(conn, job_id, now, Reason.SUBMITTED.value, "Job submitted")
-    row_values = {
-        **values,
-        "project_name": project.name,
-        "owner_name": caller.name,
-        "message": None,
-        "exit_code": None,
-        "allocation": None,
-        "started_at": None,
-        "finished_at": None,
-        "stop_requested_at": None,
-    }
-    return _view(ctx, _RowLike(row_values), spec=stored)  # type: ignore[arg-type]
-
-
-def _conflict(ctx: ServiceContext, spec: JobSpec, name: str, project: str) -> Conflict:
-    if spec.submission_id is not None:
-        with ctx.db.read() as conn:
-            taken = conn.execute(
-                select(jobs.c.id).where(jobs.c.submission_id == spec.submission_id)
-            ).first()
-        if taken is not None:
-            return Conflict(
-                f"a job with submission id '{spec.submission_id}' already exists",
-                loc=["body", "submission_id"],
-            )
-    return Conflict(
-        f"a job named '{name}' already exists in project '{project}'", loc=["body", "name"]
-    )
-
-
-class _RowLike:
-    """Attribute access over the values just inserted, so submit needs no read-back."""
-
-    def __init__(self, values: dict[str, Any]) -> None:
-        self.__dict__.update(values)
-
-
 def _find(conn: Connection, caller: Principal, ref: str, project: str | None) -> Row[Any]:
     """A live job by id or by name; NotFound for missing and for invisible alike."""
     visible = visible_project_ids(conn, caller)
@@ -334,7 +121,7 @@ def get_job(ctx: ServiceContext, caller: Principal, ref: str, project: str | Non
         entries = conn.execute(
             select(history).where(history.c.job_id == row.id).order_by(history.c.id)
         ).all()
-    return _view(ctx, row, history_rows=entries)
+    return job_view(ctx, row, history_rows=entries)
 
 
 def job_history(
@@ -403,7 +190,7 @@ def list_jobs(
     more = len(rows) > limit
     rows = rows[:limit]
     return Page[JobView](
-        items=[_view(ctx, r) for r in rows],
+        items=[job_view(ctx, r) for r in rows],
         next_cursor=_encode_cursor(rows[-1]) if more and rows else None,
     )
 
@@ -419,7 +206,7 @@ def stop_job(ctx: ServiceContext, caller: Principal, ref: str, project: str | No
         _request_stop(conn, row, now)
         row = _find(conn, caller, row.id, None)
     ctx.scheduler.wake()
-    return _view(ctx, row)
+    return job_view(ctx, row)
 
 
 def _request_stop(conn: Connection, row: Row[Any], now: float) -> None:
@@ -469,7 +256,7 @@ def resolve_log_target(
     """The job, attempt and replica whose log to read (access checked)."""
     with ctx.db.read() as conn:
         row = _find(conn, caller, ref, project)
-    view = _view(ctx, row)
+    view = job_view(ctx, row)
     names = [f"{t.name}-{i}" for t in view.spec.tasks for i in range(t.replicas)]
     chosen = replica or names[0]
     if chosen not in names:

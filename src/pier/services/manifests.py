@@ -10,7 +10,7 @@ from sqlalchemy import Connection
 
 from pier.errors import Forbidden, Invalid, NotFound
 from pier.models import JobView
-from pier.services import jobs
+from pier.services import submits
 from pier.services.context import Principal, ServiceContext
 from pier.services.projects import resolve_project
 from pier.spec import JobSpec
@@ -71,7 +71,7 @@ def submit_namespaced(
             if name is None:
                 name = resolve_project(conn, caller, None, loc=["body", i, "project"]).name
             specs.append(item.spec.model_copy(update={"project": name}))
-    return jobs.submit_jobs(ctx, caller, specs)
+    return submits.submit_jobs(ctx, caller, specs)
 
 
 def _project_of(

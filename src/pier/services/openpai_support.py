@@ -12,7 +12,7 @@ from sqlalchemy import Connection, select, update
 
 from pier.errors import Conflict, Forbidden, NotFound
 from pier.models import JobView, UserCreate
-from pier.services import accounts, jobs
+from pier.services import accounts, jobs, submits
 from pier.services.context import Principal, ServiceContext
 from pier.services.projects import resolve_project, set_user_projects, visible_project_ids
 from pier.spec import JobSpec
@@ -118,14 +118,14 @@ def submit_job(ctx: ServiceContext, caller: Principal, spec: JobSpec, job_name: 
         _release_key(ctx, key)
     spec = spec.model_copy(update={"submission_id": key, "project": project.name})
     try:
-        return jobs.submit_job(ctx, caller, spec)
+        return submits.submit_job(ctx, caller, spec)
     except Conflict as exc:
         if exc.loc != ["body", "name"] or spec.name is None:
             raise duplicate from None
     prefix = spec.name[:40].rstrip("-") or "job"
     renamed = spec.model_copy(update={"name": None, "name_prefix": prefix})
     try:
-        return jobs.submit_job(ctx, caller, renamed)
+        return submits.submit_job(ctx, caller, renamed)
     except Conflict:
         raise duplicate from None
 
@@ -171,7 +171,7 @@ def _rerun(ctx: ServiceContext, caller: Principal, view: JobView) -> None:
     if retired == 0:
         return  # another request retired it first
     try:
-        jobs.submit_job(ctx, caller, view.spec.model_copy(update={"name": view.name}))
+        submits.submit_job(ctx, caller, view.spec.model_copy(update={"name": view.name}))
     except Exception:
         with ctx.db.write() as conn:
             conn.execute(

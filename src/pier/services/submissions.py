@@ -16,6 +16,7 @@ from sqlalchemy import Connection, or_, select
 from pier.errors import Conflict, NotFound, Unschedulable
 from pier.models import JobView
 from pier.services import jobs as job_service
+from pier.services import submits
 from pier.services.context import Principal, ServiceContext
 from pier.services.projects import resolve_project, visible_project_ids
 from pier.services.runtime_envs import materialise
@@ -91,7 +92,7 @@ def submit(ctx: ServiceContext, caller: Principal, spec: JobSpec) -> JobView:
     with ctx.db.read() as conn:
         project = resolve_project(conn, caller, spec.project, loc=("header", "X-Tenant-Id"))
     runnable = materialise(ctx, str(project.id), spec.model_copy(update={"project": project.name}))
-    return job_service.submit_job(ctx, caller, runnable)
+    return submits.submit_job(ctx, caller, runnable)
 
 
 def get(ctx: ServiceContext, caller: Principal, ref: str, tenant: str | None) -> JobView:

@@ -6,12 +6,13 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response, status
+from fastapi import APIRouter, Query, Request, Response, status
 from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
+from pier.api.batching import SubmitBatcher
 from pier.api.deps import Caller, Context
-from pier.api.render import call, render
+from pier.api.render import render
 from pier.models import HistoryEntry, JobView, Page
 from pier.services import jobs
 from pier.services.context import ServiceContext
@@ -24,8 +25,9 @@ ProjectQuery = Annotated[str | None, Query(max_length=63)]
 
 
 @router.post("", status_code=status.HTTP_201_CREATED, response_model=JobView)
-async def submit_job(spec: JobSpec, ctx: Context, caller: Caller) -> Response:
-    return render(await call(ctx, jobs.submit_job, ctx, caller, spec), status.HTTP_201_CREATED)
+async def submit_job(spec: JobSpec, request: Request, caller: Caller) -> Response:
+    batcher: SubmitBatcher = request.app.state.submits  # group commit (pier.api.batching)
+    return render(await batcher.submit(caller, spec), status.HTTP_201_CREATED)
 
 
 @router.get("", response_model=Page[JobView])
