@@ -56,14 +56,12 @@ record() {
 # Start time in clock ticks since boot (field 22 of /proc/PID/stat): with the pid it names a
 # process exactly, so pier can tell a live supervisor or job from a reused pid.
 ticks() {
-    local line fields i
+    local line rest fields
     REPLY=0
     read -r line <"/proc/$1/stat" || return 1
-    fields=($line)
-    for ((i = 1; i < 10; i++)); do
-        [[ ${fields[i]} == *')' ]] && REPLY=${fields[i + 20]}
-    done
-    return 0
+    rest=${line##*') '}
+    fields=($rest)
+    REPLY=${fields[19]}
 }
 
 if [[ -n $cgroup ]]; then
