@@ -40,7 +40,8 @@ class Transition:
     """Only apply while the job is still on this attempt (events of an old attempt are
     ignored)."""
     values: Mapping[str, Any] | None = None
-    """Extra columns to set together with the status (allocation, not_before, ...)."""
+    """Extra columns to set together with the status (allocation, not_before, ...): plain
+    values, bound into a prebuilt statement (not SQL expressions)."""
     at: float | None = None
     """When it really happened, if not now: a job that ended while the server was down
     finished at the time in its exit record, not at the restart."""
