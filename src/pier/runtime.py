@@ -176,6 +176,10 @@ class Runtime:
     async def _pump(self) -> None:
         async for event in self._executor.events():
             self._events.put_nowait(event)
+            if isinstance(event, ReplicaStarted):
+                state = self._attempts.get((event.key.job_id, event.key.attempt))
+                if state is not None and not state.recovered:
+                    continue  # the start of our own launch: no news until it ends
             self._wake.set()
 
     async def _control(self) -> None:
