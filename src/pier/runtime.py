@@ -1,6 +1,7 @@
 """The background runtime: one control loop that admits, starts, stops and finishes jobs.
 
-Each pass (woken by a submit, a stop, an executor event, or a timer):
+Each pass (woken by a submit, a stop, an executor event other than the start of its own
+launch, or a timer):
 1. apply executor events: replica exits decide attempt outcomes (``pier.attempts``);
 2. read a snapshot and run the policy (pure: snapshot in, decisions out);
 3. record the policy's preemptions and send their stops (SIGTERM, SIGKILL after the grace
