@@ -50,6 +50,9 @@ async def measure(
     )
     api = await ApiClient.open(server.port, server.token)
     cpu0 = server.cpu_seconds()
+    by_process0 = server.cpu_by_process()
+    children0 = server.children_cpu_seconds()
+    client0 = time.process_time()
     meter = CpuMeter()
     with py_spy(server.pid, profile):
         t0 = time.time()
@@ -59,6 +62,12 @@ async def measure(
             await asyncio.sleep(poll_s)
         t_done = time.time()
     cpu = server.cpu_seconds() - cpu0
+    by_process = {
+        pid: round(1000 * (spent - by_process0.get(pid, 0.0)) / jobs, 2)
+        for pid, spent in server.cpu_by_process().items()
+    }
+    children = server.children_cpu_seconds() - children0
+    client = time.process_time() - client0
     busy = meter.read()
     ids = {json.loads(s.body or b"{}").get("id") for s in samples if s.status == 201}
     views = [j for j in await _all_jobs(api) if j["id"] in ids]
@@ -85,6 +94,9 @@ async def measure(
         **busy,
         "server_cpu_s": round(cpu, 2),
         "server_cpu_ms_per_job": round(1000 * cpu / jobs, 2),
+        "server_cpu_ms_per_job_by_process": by_process,
+        "supervisor_cpu_ms_per_job": round(1000 * children / jobs, 2),
+        "client_cpu_ms_per_job": round(1000 * client / jobs, 2),
     }
 
 
@@ -108,7 +120,9 @@ def main() -> None:
         f"e2e [{backend}] {args.jobs} x true: {result['jobs_per_s_server']} jobs/s (server "
         f"clock, {result['server_span_s']} s), {result['jobs_per_s_client']} jobs/s (client "
         f"wall, {result['client_wall_s']} s); submits {result['submits_per_s']}/s; "
-        f"statuses {result['job_statuses']}"
+        f"statuses {result['job_statuses']}; CPU per job: server "
+        f"{result['server_cpu_ms_per_job']} ms, supervisors + jobs "
+        f"{result['supervisor_cpu_ms_per_job']} ms, client {result['client_cpu_ms_per_job']} ms"
     )
 
 

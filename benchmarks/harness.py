@@ -221,6 +221,25 @@ class PierServer:
                 total += float(t.user + t.system)
         return total
 
+    def cpu_by_process(self) -> dict[int, float]:
+        """``cpu_seconds`` per server process (pid -> user + system seconds)."""
+        found = {}
+        for proc in self.server_processes():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                t = proc.cpu_times()
+                found[proc.pid] = float(t.user + t.system)
+        return found
+
+    def children_cpu_seconds(self) -> float:
+        """User + system CPU of the server processes' reaped children: the supervisors and
+        the jobs they ran (a supervisor waits for its job, so the job's CPU is in it)."""
+        total = 0.0
+        for proc in self.server_processes():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                t = proc.cpu_times()
+                total += float(t.children_user + t.children_system)
+        return total
+
     def rss_mib(self) -> float:
         return round(self.process.memory_info().rss / 2**20, 1)
 

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, bindparam, select, update
 
 from pier import lifecycle
 from pier.attempts import AttemptState, Outcome, Verdict, retry_delay
@@ -36,6 +36,32 @@ __all__ = [
 ]
 
 _ACTIVE = (JobStatus.PENDING.value, JobStatus.RUNNING.value, JobStatus.UNKNOWN.value)
+
+# Prebuilt (bound per call, compiled once): the statements run for every job that starts
+# and ends. Bind names must differ from column names in an UPDATE's SET clause.
+_CLAIM = (
+    update(jobs)
+    .where(jobs.c.id == bindparam("w_id"))
+    .where(jobs.c.status == JobStatus.PENDING.value)
+    .where(jobs.c.allocation.is_(None))
+    .where(jobs.c.stop_requested_at.is_(None))
+    .values(
+        allocation=bindparam("v_allocation", type_=jobs.c.allocation.type),
+        attempt=jobs.c.attempt + 1,
+        updated_at=bindparam("v_updated_at"),
+    )
+    .returning(jobs.c.attempt)
+)
+_OUTCOME_ROWS = select(
+    jobs.c.id,
+    jobs.c.stop_requested_at,
+    jobs.c.retries,
+    jobs.c.preempt_requested_at,
+    jobs.c.preempt_message,
+    jobs.c.started_at,
+    jobs.c.gpu,
+    jobs.c.attained_gpu_seconds,
+).where(jobs.c.id.in_(bindparam("ids", expanding=True)))
 
 
 def _launch(
@@ -71,21 +97,15 @@ def claim(
             }
             for p in admission.placements
         ]
-        row = conn.execute(
-            update(jobs)
-            .where(jobs.c.id == admission.job_id)
-            .where(jobs.c.status == JobStatus.PENDING.value)
-            .where(jobs.c.allocation.is_(None))
-            .where(jobs.c.stop_requested_at.is_(None))
-            .values(allocation=allocation, attempt=jobs.c.attempt + 1, updated_at=now)
-            .returning(jobs.c.attempt)
-        ).first()
-        if row is None:
+        attempt = conn.execute(
+            _CLAIM, {"w_id": admission.job_id, "v_allocation": allocation, "v_updated_at": now}
+        ).scalar()
+        if attempt is None:
             continue
         launches.append(
             _launch(
                 admission.job_id,
-                row.attempt,
+                attempt,
                 inputs.specs[admission.job_id],
                 inputs.names[admission.job_id],
                 project_of[admission.job_id],
@@ -200,21 +220,7 @@ def apply_outcomes(
     if not decided:
         return
     ids = [a.job_id for a, _ in decided]
-    rows = {
-        r.id: r
-        for r in conn.execute(
-            select(
-                jobs.c.id,
-                jobs.c.stop_requested_at,
-                jobs.c.retries,
-                jobs.c.preempt_requested_at,
-                jobs.c.preempt_message,
-                jobs.c.started_at,
-                jobs.c.gpu,
-                jobs.c.attained_gpu_seconds,
-            ).where(jobs.c.id.in_(ids))
-        ).all()
-    }
+    rows = {r.id: r for r in conn.execute(_OUTCOME_ROWS, {"ids": ids}).all()}
     transitions = []
     for attempt, outcome in decided:
         row = rows.get(attempt.job_id)

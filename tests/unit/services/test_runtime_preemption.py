@@ -153,6 +153,8 @@ async def test_beneficiary_waits_until_every_replica_of_the_victim_has_exited(
                 .where(history.c.job_id == "gang")
                 .where(history.c.reason == "Preempted")
             ).scalar_one()
+        # The executor hears of the start before the store records it (mark_started).
+        await _until(lambda: _job(store, "own").started_at is not None)
         assert _job(store, "own").started_at >= preempted_at
         # The requeued gang waits behind the owner's job, and says so.
         await _until(lambda: runtime.pending_info("gang") is not None)
