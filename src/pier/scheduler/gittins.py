@@ -26,30 +26,20 @@ the policy is plain :class:`~pier.scheduler.las.LasPolicy` for it.
 from __future__ import annotations
 
 import math
-from bisect import bisect_left, bisect_right
+from bisect import bisect_right
 from collections.abc import Iterable, Mapping, Sequence
 
 from pier.scheduler.las import DEFAULT_THRESHOLDS, LasPolicy, _gpus
 from pier.scheduler.quota import DEFAULT_MAX_RECLAIMS, DEFAULT_RESERVE_AFTER
 from pier.scheduler.types import Decisions, JobRequest, ProjectState, RunningJob, Snapshot
 
-__all__ = ["SIZE_CLASSES", "GittinsPolicy", "gittins_ranks", "grid", "size_class"]
+__all__ = ["GittinsPolicy", "gittins_ranks", "grid"]
 
 DEFAULT_GRID_START = 360.0
 DEFAULT_GRID_RATIO = 2.0
 DEFAULT_GRID_CELLS = 20
 DEFAULT_INDEX_STEP = 2.0
 DEFAULT_MIN_HISTORY = 50
-SIZE_CLASSES = (1.0, 4.0, 8.0)
-"""Upper bounds of the GPU-request classes a history may be split by: 1, 2-4, 5-8, > 8."""
-_CLASSES = len(SIZE_CLASSES) + 1
-_POOLED = _CLASSES
-"""Index of the pooled history among a table's bins."""
-
-
-def size_class(gpu: float) -> int:
-    """The class of a job asking for ``gpu`` GPUs (0: up to 1, 1: 2-4, 2: 5-8, 3: more)."""
-    return bisect_left(SIZE_CLASSES, gpu)
 
 
 def grid(start: float, ratio: float, cells: int) -> tuple[float, ...]:
@@ -119,8 +109,6 @@ class GittinsPolicy(LasPolicy):
         grid_cells: int = DEFAULT_GRID_CELLS,
         index_step: float = DEFAULT_INDEX_STEP,
         min_history: int = DEFAULT_MIN_HISTORY,
-        by_size: bool = False,
-        time_service: bool = False,
         thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
         reserve_after: float | None = DEFAULT_RESERVE_AFTER,
         max_reclaims: int = DEFAULT_MAX_RECLAIMS,
@@ -143,16 +131,12 @@ class GittinsPolicy(LasPolicy):
         self.edges = grid(grid_start, grid_ratio, grid_cells)
         self.index_step = index_step
         self.min_history = min_history
-        self.by_size = by_size
-        """Learn each GPU-request class (:data:`SIZE_CLASSES`) from its own finished jobs,
-        where it has ``min_history`` of them (else from all the project's)."""
-        self.time_service = time_service
-        """Measure service in seconds run (GPU-seconds / GPUs), not GPU-seconds."""
         self._cache: dict[str, _Table] = {}
-        self._ranks: dict[str, tuple[tuple[int, ...], ...]] = {}
+        self._ranks: dict[str, tuple[int, ...]] = {}
+        self._points: dict[str, tuple[float, ...]] = {}
 
     learns_from_history = True
-    """Needs ``ProjectState.service_history`` (and ``history_gpus``) in the snapshot."""
+    """Needs ``ProjectState.service_history`` in the snapshot."""
 
     @property
     def service_points(self) -> tuple[float, ...]:
@@ -162,76 +146,69 @@ class GittinsPolicy(LasPolicy):
         self._tables(snapshot.projects)
         return super().decide(snapshot)
 
-    def rank_points(self, project: str, gpu: float = 1.0) -> tuple[float, ...]:
-        """The grid edges where the rank of a job of ``gpu`` GPUs gets worse, in its
-        attained GPU-seconds (LAS's thresholds for a project without enough history)."""
-        table = self._cache.get(project)
-        if table is None or project not in self._ranks:
-            return super().rank_points(project, gpu)
-        points = table.points[size_class(gpu)]
-        return tuple(gpu * p for p in points) if self.time_service else points
+    def rank_points(self, project: str) -> tuple[float, ...]:
+        """The grid edges where the project's rank table gets worse (LAS's thresholds for a
+        project without enough history)."""
+        points = self._points.get(project)
+        return super().rank_points(project) if points is None else points
 
     def _tables(self, projects: Mapping[str, ProjectState]) -> None:
-        """Each project's ranks per size class and cell, for those with enough history
+        """Each project's rank per cell and worsening edges, for those with enough history
         (memoized by the history, and updated in place when it only slid on: a pure
         function of the snapshot)."""
-        tables: dict[str, tuple[tuple[int, ...], ...]] = {}
+        tables: dict[str, tuple[int, ...]] = {}
+        points: dict[str, tuple[float, ...]] = {}
         for name, state in projects.items():
             history = state.service_history
             if len(history) < self.min_history:
                 continue
-            gpus = state.history_gpus
-            if len(gpus) != len(history):
-                gpus = ()  # unknown: one pooled history, of GPU-seconds
             table = self._cache.get(name)
             if table is None:
                 table = self._cache[name] = _Table(len(self.edges))
-            if table.history != history or table.gpus != gpus:
-                table.update(history, gpus, self)
+            if table.history != history:
+                table.update(history, self.edges, self.index_step)
             tables[name] = table.ranks
+            points[name] = table.points
         for name in [n for n in self._cache if n not in projects]:
             del self._cache[name]
-        self._ranks = tables
-
-    def _service(self, attained: float, gpu: float) -> float:
-        return attained / gpu if self.time_service and gpu > 0 else attained
+        self._ranks, self._points = tables, points
 
     def queue_of(self, job: JobRequest, now: float) -> int:
-        ranks = self._ranks.get(job.project)
-        if ranks is None:
+        table = self._ranks.get(job.project)
+        if table is None:
             return super().queue_of(job, now)
-        gpu = job.gpu
-        service = self._service(job.attained_gpu_seconds, gpu)
-        return ranks[size_class(gpu)][bisect_right(self.edges, service) - 1]
+        return table[bisect_right(self.edges, job.attained_gpu_seconds) - 1]
 
     def running_queue(self, job: RunningJob, now: float) -> int:
-        ranks = self._ranks.get(job.project)
-        if ranks is None:
+        table = self._ranks.get(job.project)
+        if table is None:
             return super().running_queue(job, now)
         attained = job.attained_gpu_seconds + job.gpu * max(0.0, now - job.started_at)
-        service = self._service(attained, job.gpu)
-        return ranks[size_class(job.gpu)][bisect_right(self.edges, service) - 1]
+        return table[bisect_right(self.edges, attained) - 1]
 
     def order(self, jobs: list[JobRequest], now: float) -> list[JobRequest]:
-        ranks = self._ranks.get(jobs[0].project) if jobs else None
-        if ranks is None:
+        table = self._ranks.get(jobs[0].project) if jobs else None
+        if table is None:
             return super().order(jobs, now)
-        smallest_first = self.smallest_first
-        queue_of = self.queue_of
+        # queue_of, inline: this runs for every pending job
+        edges, smallest_first = self.edges, self.smallest_first
         keys = [
             (-j.priority, q, _gpus(j) if q >= 0 and smallest_first else 0.0, j.created_at, j.id)
-            for j, q in [(j, queue_of(j, now) if j.preemptible else -1) for j in jobs]
+            for j, q in [
+                (j, table[bisect_right(edges, j.attained_gpu_seconds) - 1] if j.preemptible else -1)
+                for j in jobs
+            ]
         ]
         return [jobs[i] for i in sorted(range(len(jobs)), key=keys.__getitem__)]
 
     def own_summary(
         self, running: Sequence[RunningJob], now: float
     ) -> tuple[int | None, dict[int, int]]:
-        ranks = self._ranks.get(running[0].project) if running else None
-        if ranks is None:
+        table = self._ranks.get(running[0].project) if running else None
+        if table is None:
             return super().own_summary(running, now)
         # running_queue, inline: this runs for every running job of the project
-        edges, per_gpu = self.edges, self.time_service
+        edges = self.edges
         lowest: int | None = None
         top: dict[int, int] = {}
         for v in running:
@@ -240,98 +217,42 @@ class GittinsPolicy(LasPolicy):
                 if lowest is None or priority < lowest:
                     lowest = priority
                 ran = now - v.started_at
-                gpu = v.gpu
-                service = v.attained_gpu_seconds + gpu * ran if ran > 0 else v.attained_gpu_seconds
-                if per_gpu and gpu > 0:
-                    service /= gpu
-                rank = ranks[bisect_left(SIZE_CLASSES, gpu)][bisect_right(edges, service) - 1]
+                attained = (
+                    v.attained_gpu_seconds + v.gpu * ran if ran > 0 else v.attained_gpu_seconds
+                )
+                rank = table[bisect_right(edges, attained) - 1]
                 if rank > top.get(priority, -1):
                     top[priority] = rank
         return lowest, top
 
 
 class _Table:
-    """A project's history binned on the grid (per size class, and pooled), its ranks per
-    class and the edges where they get worse."""
+    """A project's history binned on the grid, and its ranks."""
 
-    __slots__ = ("counts", "gpus", "history", "points", "ranks", "sums")
+    __slots__ = ("counts", "history", "points", "ranks", "sums")
 
     def __init__(self, cells: int) -> None:
         self.history: tuple[float, ...] = ()
-        self.gpus: tuple[float, ...] = ()
-        self.counts = [[0] * cells for _ in range(_CLASSES + 1)]
-        self.sums = [[0] * cells for _ in range(_CLASSES + 1)]
-        self.ranks: tuple[tuple[int, ...], ...] = ()
-        self.points: tuple[tuple[float, ...], ...] = ()
+        self.counts = [0] * cells
+        self.sums = [0] * cells
+        self.ranks: tuple[int, ...] = ()
+        self.points: tuple[float, ...] = ()
+        """The edges where the rank gets worse than the cell's below."""
 
-    def update(
-        self, history: tuple[float, ...], gpus: tuple[float, ...], policy: GittinsPolicy
-    ) -> None:
-        old, old_gpus = self.history, self.gpus
-        edges = policy.edges
-        changed = [False] * (_CLASSES + 1)
+    def update(self, history: tuple[float, ...], edges: Sequence[float], step: float) -> None:
+        old = self.history
         # the usual change: the newest jobs appended, the oldest dropped
         for dropped in range(min(len(old), 8) + 1):
             kept = len(old) - dropped
             added = len(history) - kept
-            if (
-                0 <= added <= 8
-                and history[:kept] == old[dropped:]
-                and gpus[:kept] == old_gpus[dropped:]
-            ):
-                self._bin(old[:dropped], old_gpus[:dropped], -1, policy, changed)
-                self._bin(history[kept:], gpus[kept:], 1, policy, changed)
+            if 0 <= added <= 8 and history[:kept] == old[dropped:]:
+                _bin(old[:dropped], edges, self.counts, self.sums, -1)
+                _bin(history[kept:], edges, self.counts, self.sums, 1)
                 break
         else:
-            cells = len(edges)
-            self.counts = [[0] * cells for _ in range(_CLASSES + 1)]
-            self.sums = [[0] * cells for _ in range(_CLASSES + 1)]
-            changed = [True] * (_CLASSES + 1)
-            self._bin(history, gpus, 1, policy, changed)
-        self.history, self.gpus = history, gpus
-        step = policy.index_step
-        own = [
-            policy.by_size and bool(gpus) and sum(self.counts[c]) >= policy.min_history
-            for c in range(_CLASSES)
-        ]
-        old_ranks = self.ranks
-        pooled = (
-            _ranks(self.counts[_POOLED], self.sums[_POOLED], edges, step)
-            if changed[_POOLED] or not old_ranks
-            else None
-        )
-        ranks: list[tuple[int, ...]] = []
-        for c in range(_CLASSES):
-            if own[c]:
-                if changed[c] or not old_ranks:
-                    ranks.append(_ranks(self.counts[c], self.sums[c], edges, step))
-                else:
-                    ranks.append(old_ranks[c])
-            else:
-                ranks.append(pooled if pooled is not None else old_ranks[_POOLED])
-        ranks.append(pooled if pooled is not None else old_ranks[_POOLED])
-        self.ranks = tuple(ranks)
-        self.points = tuple(
-            tuple(edges[k] for k in range(1, len(edges)) if r[k] > r[k - 1]) for r in ranks
-        )
-
-    def _bin(
-        self,
-        values: Sequence[float],
-        gpus: Sequence[float],
-        sign: int,
-        policy: GittinsPolicy,
-        changed: list[bool],
-    ) -> None:
-        if not values:
-            return
-        edges = policy.edges
-        if policy.time_service and gpus:
-            values = [v / g if g > 0 else v for v, g in zip(values, gpus, strict=True)]
-        _bin(values, edges, self.counts[_POOLED], self.sums[_POOLED], sign)
-        changed[_POOLED] = True
-        if policy.by_size and gpus:
-            for v, g in zip(values, gpus, strict=True):
-                c = size_class(g)
-                _bin((v,), edges, self.counts[c], self.sums[c], sign)
-                changed[c] = True
+            self.counts = [0] * len(edges)
+            self.sums = [0] * len(edges)
+            _bin(history, edges, self.counts, self.sums, 1)
+        self.history = history
+        ranks = self.ranks = _ranks(self.counts, self.sums, edges, step)
+        self.points = tuple(edges[k] for k in range(1, len(edges)) if ranks[k] > ranks[k - 1])

@@ -176,8 +176,6 @@ class _Job:
     attained: float = 0.0
     started: float = 0.0
     epoch: int = 0
-    wakes: int = 0
-    """Bumped when the job's wake-up points change: older wake-ups are void."""
     run: RunningJob | None = None
 
 
@@ -213,12 +211,12 @@ def replay(
     load: float = 1.0,
     preemptive: bool = False,
     thresholds: Sequence[float] = (),
-    wake_points: Callable[[str, float], Sequence[float]] | None = None,
+    wake_points: Callable[[str], Sequence[float]] | None = None,
 ) -> Result:
     """Replay one VC's jobs on ``nodes`` nodes; ``thresholds`` (GPU-seconds) add decision
     points when a running job's attained service crosses one. ``wake_points`` (a project's
-    name and a job's GPUs to such thresholds, e.g. ``LasPolicy.rank_points``) replaces them
-    with ones the policy may change at each decision."""
+    name to such thresholds, e.g. ``LasPolicy.rank_points``) replaces them with ones the
+    policy may change at each decision."""
     result = Result()
     cluster = _Cluster(nodes)
     project = "vc"
@@ -238,20 +236,10 @@ def replay(
     running: dict[str, _Job] = {}
     runs: dict[str, RunningJob] = {}
     """The running jobs' ``RunningJob``, in the order of ``running``."""
-    # (time, kind 0 end / 1 wake-up, id, epoch, the job's wakes when pushed)
+    # (time, kind 0 end / 1 wake-up, id, epoch, generation of the wake points)
     events: list[tuple[float, int, str, int, int]] = []
-    static = tuple(sorted(thresholds))
-    points: dict[int, tuple[float, ...]] = {}
-    """The wake-up points of jobs of that many GPUs, as of the last decision."""
-
-    def points_of(gpus: int) -> tuple[float, ...]:
-        if wake_points is None:
-            return static
-        known = points.get(gpus)
-        if known is None:
-            known = points[gpus] = tuple(wake_points(project, float(gpus)))
-        return known
-
+    points = tuple(sorted(thresholds if wake_points is None else wake_points(project)))
+    generation = 0
     first = arrivals[0].submit if arrivals else 0.0
     last = first
     now = first
@@ -276,13 +264,13 @@ def replay(
     def wake(job: _Job, after: float) -> None:
         """Wake up at the first point the running job crosses after ``after`` (then the
         next, when woken)."""
-        for limit in points_of(job.trace.gpus):
+        for limit in points:
             if limit > job.attained:
                 at = job.started + (limit - job.attained) / job.trace.gpus
                 if at >= job.started + job.remaining:
                     return
                 if at > after:
-                    heapq.heappush(events, (at, 1, job.trace.id, job.epoch, job.wakes))
+                    heapq.heappush(events, (at, 1, job.trace.id, job.epoch, generation))
                     return
 
     def stop(job: _Job) -> None:
@@ -303,12 +291,12 @@ def replay(
         now = min(upcoming, events[0][0] if events else math.inf)
         freed = woke = arrived = False
         while events and events[0][0] <= now:
-            _, kind, job_id, epoch, wakes = heapq.heappop(events)
+            _, kind, job_id, epoch, points_of = heapq.heappop(events)
             job = live[job_id]
             if epoch != job.epoch or job.run is None:
                 continue
             if kind == 1:
-                if wakes == job.wakes:
+                if points_of == generation:
                     woke = True
                     wake(job, now)
                 continue
@@ -325,9 +313,7 @@ def replay(
                 state = projects[project]
                 service = job.attained + job.trace.gpus * (now - job.started)
                 projects[project] = replace(
-                    state,
-                    service_history=(*state.service_history[1 - HISTORY :], service),
-                    history_gpus=(*state.history_gpus[1 - HISTORY :], float(job.trace.gpus)),
+                    state, service_history=(*state.service_history[1 - HISTORY :], service)
                 )
             last = max(last, now)
         while next_arrival < len(arrivals) and arrivals[next_arrival].submit <= now:
@@ -349,16 +335,12 @@ def replay(
             decisions = policy.decide(snapshot)
             result.decisions += 1
             if wake_points is not None:
-                changed = set()
-                for gpus, known in list(points.items()):
-                    if tuple(wake_points(project, float(gpus))) != known:
-                        changed.add(gpus)
-                        del points[gpus]
-                if changed:
+                changed = tuple(wake_points(project))
+                if changed != points:
+                    points = changed
+                    generation += 1
                     for job in running.values():
-                        if job.trace.gpus in changed:
-                            job.wakes += 1
-                            wake(job, now)
+                        wake(job, now)
             for victim in decisions.preempt:
                 stop(live[victim.job_id])
             for admission in decisions.admit:

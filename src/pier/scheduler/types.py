@@ -119,8 +119,6 @@ class ProjectState:
     """GPU-seconds of service that the project's most recently finished preemptible jobs
     received in all, oldest first (the server sends up to 1,000): what ``GittinsPolicy``
     learns the distribution of job sizes from. Empty where not needed."""
-    history_gpus: tuple[float, ...] = ()
-    """GPUs of each job of ``service_history``, in the same order (empty where unknown)."""
 
 
 @dataclass(frozen=True, slots=True)
