@@ -12,12 +12,13 @@ A job of g <= 8 GPUs is one replica; a larger one is a gang of 8-GPU replicas (a
 the rest). The cluster is empty at the start.
 
 Events are arrivals, completions and, for least attained service, the moments a running job
-crosses a queue threshold. At each event time the policy decides on a ``Snapshot`` exactly as
-in the server; preemptions take effect at once, and the policy decides again at the same time
-(victims are gone). A preempted job keeps the work done (checkpointed) and pays Helios'
-restore overhead when it resumes: 7 s for 1 GPU, 30 s up to 8 GPUs, 60 s above. Decisions are
-skipped when they cannot change anything: an arrival finds no free GPU and the policy does
-not preempt.
+moves to a worse rank (``LasPolicy.rank_points``: LAS's thresholds, or the grid edges where
+a learned Gittins table gets worse; only there can it become a victim it was not). At
+each event time the policy decides on a ``Snapshot`` exactly as in the server; preemptions
+take effect at once, and the policy decides again at the same time (victims are gone). A
+preempted job keeps the work done (checkpointed) and pays Helios' restore overhead when it
+resumes: 7 s for 1 GPU, 30 s up to 8 GPUs, 60 s above. Decisions are skipped when they
+cannot change anything: an arrival finds no free GPU and the policy does not preempt.
 
 Reported per policy and load (all VCs' jobs together): average and p99 job completion time
 (JCT: finish - submit), average queueing delay (JCT - duration: time spent waiting, after
@@ -68,7 +69,7 @@ __all__ = [
 GPUS_PER_NODE = 8
 ALL = "all"
 """The one cluster of a replay without a VC table."""
-DEFAULT_POLICIES = ("fifo", "sjf", "srtf", "quota", "las")
+DEFAULT_POLICIES = ("fifo", "sjf", "srtf", "quota", "las", "gittins")
 HISTORY = 1_000
 """Finished jobs' service the snapshot carries per project (as the server's)."""
 MAX_PASSES = 4
