@@ -133,6 +133,7 @@ class GittinsPolicy(LasPolicy):
         self.min_history = min_history
         self._cache: dict[str, _Table] = {}
         self._ranks: dict[str, tuple[int, ...]] = {}
+        self._points: dict[str, tuple[float, ...]] = {}
 
     learns_from_history = True
     """Needs ``ProjectState.service_history`` in the snapshot."""
@@ -142,14 +143,21 @@ class GittinsPolicy(LasPolicy):
         return (*self.edges[1:], *self.thresholds)
 
     def decide(self, snapshot: Snapshot) -> Decisions:
-        self._ranks = self._tables(snapshot.projects)
+        self._tables(snapshot.projects)
         return super().decide(snapshot)
 
-    def _tables(self, projects: Mapping[str, ProjectState]) -> dict[str, tuple[int, ...]]:
-        """Each project's rank per cell, for those with enough history (memoized by the
-        history, and updated in place when it only slid on: a pure function of the
-        snapshot)."""
+    def rank_points(self, project: str) -> tuple[float, ...]:
+        """The grid edges where the project's rank table gets worse (LAS's thresholds for a
+        project without enough history)."""
+        points = self._points.get(project)
+        return super().rank_points(project) if points is None else points
+
+    def _tables(self, projects: Mapping[str, ProjectState]) -> None:
+        """Each project's rank per cell and worsening edges, for those with enough history
+        (memoized by the history, and updated in place when it only slid on: a pure
+        function of the snapshot)."""
         tables: dict[str, tuple[int, ...]] = {}
+        points: dict[str, tuple[float, ...]] = {}
         for name, state in projects.items():
             history = state.service_history
             if len(history) < self.min_history:
@@ -160,9 +168,10 @@ class GittinsPolicy(LasPolicy):
             if table.history != history:
                 table.update(history, self.edges, self.index_step)
             tables[name] = table.ranks
+            points[name] = table.points
         for name in [n for n in self._cache if n not in projects]:
             del self._cache[name]
-        return tables
+        self._ranks, self._points = tables, points
 
     def queue_of(self, job: JobRequest, now: float) -> int:
         table = self._ranks.get(job.project)
@@ -178,47 +187,57 @@ class GittinsPolicy(LasPolicy):
         return table[bisect_right(self.edges, attained) - 1]
 
     def order(self, jobs: list[JobRequest], now: float) -> list[JobRequest]:
-        if not jobs or jobs[0].project not in self._ranks:
+        table = self._ranks.get(jobs[0].project) if jobs else None
+        if table is None:
             return super().order(jobs, now)
-        queue_of = self.queue_of
+        # queue_of, inline: this runs for every pending job
+        edges, smallest_first = self.edges, self.smallest_first
         keys = [
-            (
-                -j.priority,
-                q,
-                _gpus(j) if q >= 0 and self.smallest_first else 0.0,
-                j.created_at,
-                j.id,
-            )
-            for j, q in [(j, queue_of(j, now) if j.preemptible else -1) for j in jobs]
+            (-j.priority, q, _gpus(j) if q >= 0 and smallest_first else 0.0, j.created_at, j.id)
+            for j, q in [
+                (j, table[bisect_right(edges, j.attained_gpu_seconds) - 1] if j.preemptible else -1)
+                for j in jobs
+            ]
         ]
         return [jobs[i] for i in sorted(range(len(jobs)), key=keys.__getitem__)]
 
     def own_summary(
         self, running: Sequence[RunningJob], now: float
     ) -> tuple[int | None, dict[int, int]]:
-        if not running or running[0].project not in self._ranks:
+        table = self._ranks.get(running[0].project) if running else None
+        if table is None:
             return super().own_summary(running, now)
+        # running_queue, inline: this runs for every running job of the project
+        edges = self.edges
         lowest: int | None = None
         top: dict[int, int] = {}
         for v in running:
             if v.preemptible:
-                lowest = v.priority if lowest is None else min(lowest, v.priority)
-                rank = self.running_queue(v, now)
-                if rank > top.get(v.priority, -1):
-                    top[v.priority] = rank
+                priority = v.priority
+                if lowest is None or priority < lowest:
+                    lowest = priority
+                ran = now - v.started_at
+                attained = (
+                    v.attained_gpu_seconds + v.gpu * ran if ran > 0 else v.attained_gpu_seconds
+                )
+                rank = table[bisect_right(edges, attained) - 1]
+                if rank > top.get(priority, -1):
+                    top[priority] = rank
         return lowest, top
 
 
 class _Table:
     """A project's history binned on the grid, and its ranks."""
 
-    __slots__ = ("counts", "history", "ranks", "sums")
+    __slots__ = ("counts", "history", "points", "ranks", "sums")
 
     def __init__(self, cells: int) -> None:
         self.history: tuple[float, ...] = ()
         self.counts = [0] * cells
         self.sums = [0] * cells
         self.ranks: tuple[int, ...] = ()
+        self.points: tuple[float, ...] = ()
+        """The edges where the rank gets worse than the cell's below."""
 
     def update(self, history: tuple[float, ...], edges: Sequence[float], step: float) -> None:
         old = self.history
@@ -235,4 +254,5 @@ class _Table:
             self.sums = [0] * len(edges)
             _bin(history, edges, self.counts, self.sums, 1)
         self.history = history
-        self.ranks = _ranks(self.counts, self.sums, edges, step)
+        ranks = self.ranks = _ranks(self.counts, self.sums, edges, step)
+        self.points = tuple(edges[k] for k in range(1, len(edges)) if ranks[k] > ranks[k - 1])

@@ -77,6 +77,13 @@ class LasPolicy(QuotaPolicy):
         """Attained service (GPU-seconds) at which a running job's rank may change."""
         return self.thresholds
 
+    def rank_points(self, project: str) -> tuple[float, ...]:
+        """Attained service (GPU-seconds, ascending) at which a running job of ``project``
+        moves to a worse rank, as of the last decision. Only there can it become a victim
+        it was not, so only there need a simulator (or a server) decide again: a job moving
+        to a better rank makes no new victim."""
+        return self.thresholds
+
     def queue_of(self, job: JobRequest, now: float) -> int:
         """The LAS queue of a pending job: thresholds crossed by its attained service."""
         attained = job.attained_gpu_seconds

@@ -12,12 +12,13 @@ A job of g <= 8 GPUs is one replica; a larger one is a gang of 8-GPU replicas (a
 the rest). The cluster is empty at the start.
 
 Events are arrivals, completions and, for least attained service, the moments a running job
-crosses a queue threshold. At each event time the policy decides on a ``Snapshot`` exactly as
-in the server; preemptions take effect at once, and the policy decides again at the same time
-(victims are gone). A preempted job keeps the work done (checkpointed) and pays Helios'
-restore overhead when it resumes: 7 s for 1 GPU, 30 s up to 8 GPUs, 60 s above. Decisions are
-skipped when they cannot change anything: an arrival finds no free GPU and the policy does
-not preempt.
+moves to a worse rank (``LasPolicy.rank_points``: LAS's thresholds, or the grid edges where
+a learned Gittins table gets worse; only there can it become a victim it was not). At
+each event time the policy decides on a ``Snapshot`` exactly as in the server; preemptions
+take effect at once, and the policy decides again at the same time (victims are gone). A
+preempted job keeps the work done (checkpointed) and pays Helios' restore overhead when it
+resumes: 7 s for 1 GPU, 30 s up to 8 GPUs, 60 s above. Decisions are skipped when they
+cannot change anything: an arrival finds no free GPU and the policy does not preempt.
 
 Reported per policy and load (all VCs' jobs together): average and p99 job completion time
 (JCT: finish - submit), average queueing delay (JCT - duration: time spent waiting, after
@@ -68,7 +69,7 @@ __all__ = [
 GPUS_PER_NODE = 8
 ALL = "all"
 """The one cluster of a replay without a VC table."""
-DEFAULT_POLICIES = ("fifo", "sjf", "srtf", "quota", "las")
+DEFAULT_POLICIES = ("fifo", "sjf", "srtf", "quota", "las", "gittins")
 HISTORY = 1_000
 """Finished jobs' service the snapshot carries per project (as the server's)."""
 MAX_PASSES = 4
@@ -211,9 +212,12 @@ def replay(
     load: float = 1.0,
     preemptive: bool = False,
     thresholds: Sequence[float] = (),
+    wake_points: Callable[[str], Sequence[float]] | None = None,
 ) -> Result:
     """Replay one VC's jobs on ``nodes`` nodes; ``thresholds`` (GPU-seconds) add decision
-    points when a running job's attained service crosses one."""
+    points when a running job's attained service crosses one. ``wake_points`` (a project's
+    name to such thresholds, e.g. ``LasPolicy.rank_points``) replaces them with ones the
+    policy may change at each decision."""
     result = Result()
     cluster = _Cluster(nodes)
     project = "vc"
@@ -231,7 +235,12 @@ def replay(
     next_arrival = 0
     pending: dict[str, JobRequest] = {}
     running: dict[str, _Job] = {}
-    events: list[tuple[float, int, str, int]] = []  # (time, kind 0 end / 1 wake-up, id, epoch)
+    runs: dict[str, RunningJob] = {}
+    """The running jobs' ``RunningJob``, in the order of ``running``."""
+    # (time, kind 0 end / 1 wake-up, id, epoch, generation of the wake points)
+    events: list[tuple[float, int, str, int, int]] = []
+    points = tuple(sorted(thresholds if wake_points is None else wake_points(project)))
+    generation = 0
     first = arrivals[0].submit if arrivals else 0.0
     last = first
     now = first
@@ -249,13 +258,21 @@ def replay(
             attained_gpu_seconds=job.attained,
         )
         running[job.trace.id] = job
-        heapq.heappush(events, (now + job.remaining, 0, job.trace.id, job.epoch))
-        gpus = job.trace.gpus
-        for limit in thresholds:
+        runs[job.trace.id] = job.run
+        heapq.heappush(events, (now + job.remaining, 0, job.trace.id, job.epoch, 0))
+        wake(job, -math.inf)
+
+    def wake(job: _Job, after: float) -> None:
+        """Wake up at the first point the running job crosses after ``after`` (then the
+        next, when woken)."""
+        for limit in points:
             if limit > job.attained:
-                at = now + (limit - job.attained) / gpus
-                if at < now + job.remaining:
-                    heapq.heappush(events, (at, 1, job.trace.id, job.epoch))
+                at = job.started + (limit - job.attained) / job.trace.gpus
+                if at >= job.started + job.remaining:
+                    return
+                if at > after:
+                    heapq.heappush(events, (at, 1, job.trace.id, job.epoch, generation))
+                    return
 
     def stop(job: _Job) -> None:
         assert job.run is not None
@@ -265,7 +282,7 @@ def replay(
         job.attained += job.trace.gpus * ran
         job.epoch += 1
         job.run = None
-        del running[job.trace.id]
+        del running[job.trace.id], runs[job.trace.id]
         result.preemptions += 1
         job.request = replace(job.request, attained_gpu_seconds=job.attained, pending_since=now)
         pending[job.trace.id] = job.request
@@ -275,15 +292,17 @@ def replay(
         now = min(upcoming, events[0][0] if events else math.inf)
         freed = woke = arrived = False
         while events and events[0][0] <= now:
-            _, kind, job_id, epoch = heapq.heappop(events)
+            _, kind, job_id, epoch, points_of = heapq.heappop(events)
             job = live[job_id]
             if epoch != job.epoch or job.run is None:
                 continue
             if kind == 1:
-                woke = True
+                if points_of == generation:
+                    woke = True
+                    wake(job, now)
                 continue
             cluster.apply(job.run.placements, -1.0)
-            del running[job_id]
+            del running[job_id], runs[job_id]
             job.run = None
             job.epoch += 1
             freed = True
@@ -312,10 +331,17 @@ def replay(
                 tuple(cluster.states),
                 projects,
                 tuple(pending.values()),
-                tuple(j.run for j in running.values() if j.run is not None),
+                tuple(runs.values()),
             )
             decisions = policy.decide(snapshot)
             result.decisions += 1
+            if wake_points is not None:
+                changed = tuple(wake_points(project))
+                if changed != points:
+                    points = changed
+                    generation += 1
+                    for job in running.values():
+                        wake(job, now)
             for victim in decisions.preempt:
                 stop(live[victim.job_id])
             for admission in decisions.admit:
@@ -356,10 +382,11 @@ def run(
         jobs = trace.get(vc, [])
         durations = {j.id: j.duration for j in jobs}
         policy = POLICIES[policy_name](durations)
-        thresholds = policy.service_points if isinstance(policy, LasPolicy) else ()
-        preemptive = bool(getattr(policy, "preemptive", False)) or isinstance(policy, LasPolicy)
+        las = isinstance(policy, LasPolicy)
+        preemptive = bool(getattr(policy, "preemptive", False)) or las
+        wake_points = policy.rank_points if isinstance(policy, LasPolicy) else None
         total.merge(
-            replay(jobs, nodes, policy, load=load, preemptive=preemptive, thresholds=thresholds)
+            replay(jobs, nodes, policy, load=load, preemptive=preemptive, wake_points=wake_points)
         )
     return total, time.perf_counter() - started, time.process_time() - started_cpu
 

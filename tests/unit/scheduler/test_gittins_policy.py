@@ -120,3 +120,42 @@ def test_the_simulator_hands_the_policy_finished_jobs_service() -> None:
     result = replay(jobs, 1, policy, preemptive=True, thresholds=policy.service_points)
     assert result.preemptions == 1
     assert sorted(result.jct)[-2:] == [100.0, 1000.0 + 100.0 + 30.0]
+
+
+def test_rank_points_are_the_edges_where_the_rank_gets_worse() -> None:
+    policy = gittins(thresholds=(1000.0, 4000.0))
+    assert policy.rank_points("p") == (1000.0, 4000.0)  # no history seen yet: LAS's
+    for history, points in [(ALIKE, (16000.0,)), (HEAVY_TAIL, (1000.0,))]:
+        policy.decide(
+            snapshot([node("n", 1)], projects=[ProjectState("p", 1, service_history=history)])
+        )
+        ranks = gittins_ranks(history, EDGES, 2.0)
+        assert policy.rank_points("p") == points
+        assert all((e in points) == (ranks[k] > ranks[k - 1]) for k, e in enumerate(EDGES) if k)
+    assert LasPolicy(thresholds=(5.0, 1.0)).rank_points("p") == (1.0, 5.0)
+
+
+def test_the_simulator_wakes_where_a_running_job_becomes_a_victim() -> None:
+    # 60 alike jobs of 8 GPUs x 125 s (1,000 GPU-s); "long" starts at 7,500 and "new" arrives
+    # at 7,650, when "long" (1,200 GPU-s, nearly done by the history) ranks ahead of it.
+    # At 7,700 "long" passes 1,600 GPU-s, beyond every sample: it ranks last, and a decision
+    # there lets "new" preempt it.
+    jobs = [TraceJob(f"a{i}", i * 125.0, 125.0, 8) for i in range(60)]
+    jobs += [TraceJob("long", 7500.0, 1000.0, 8), TraceJob("new", 7650.0, 125.0, 8)]
+
+    def policy() -> GittinsPolicy:
+        return GittinsPolicy(
+            grid_start=50.0, grid_ratio=2.0, grid_cells=10, explain=False, preempt_gap=1
+        )
+
+    woken = policy()
+    result = replay(jobs, 1, woken, preemptive=True, wake_points=woken.rank_points)
+    assert woken.rank_points("vc") == (1600.0,)
+    assert result.preemptions == 1
+    assert sorted(result.jct)[-2:] == [175.0, 200.0 + 830.0 + 125.0]
+    # waking at every edge decides the same, more often; never waking, "new" waits
+    every = policy()
+    edges = replay(jobs, 1, every, preemptive=True, thresholds=every.service_points)
+    assert edges.jct == result.jct and edges.decisions > result.decisions
+    late = replay(jobs, 1, policy(), preemptive=True)
+    assert late.preemptions == 0 and sorted(late.jct)[-2:] == [850.0 + 125.0, 1000.0]
