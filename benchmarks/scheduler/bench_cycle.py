@@ -24,6 +24,7 @@ import random
 import statistics
 import time
 
+from pier import gc_tuning
 from pier.scheduler.capacity import Capacity
 from pier.scheduler.las import LasPolicy
 from pier.scheduler.quota import QuotaPolicy
@@ -198,6 +199,9 @@ def measure(policy: Policy, snap: Snapshot, repeat: int) -> dict[str, float | in
     times = []
     cpu = []
     decisions = policy.decide(snap)
+    # The collector as in the server's control process (pier.gc_tuning): what is alive now
+    # (the snapshot, the policy's caches) is frozen, young collections are rarer.
+    gc_tuning.settle()
     for _ in range(repeat):
         start, start_cpu = time.perf_counter(), time.process_time()
         decisions = policy.decide(snap)
