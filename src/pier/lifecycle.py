@@ -80,35 +80,26 @@ def _update_for(shape: _Shape) -> Update:
     return stmt
 
 
+def _created_row(job_id: str, now: float, reason: str, message: str) -> dict[str, object]:
+    return {
+        "job_id": job_id,
+        "status": JobStatus.PENDING.value,
+        "reason": reason,
+        "message": message,
+        "attempt": 0,
+        "created_at": now,
+    }
+
+
 def record_created(conn: Connection, job_id: str, now: float, reason: str, message: str) -> None:
-    conn.execute(
-        _INSERT_HISTORY,
-        {
-            "job_id": job_id,
-            "status": JobStatus.PENDING.value,
-            "reason": reason,
-            "message": message,
-            "attempt": 0,
-            "created_at": now,
-        },
-    )
+    conn.execute(_INSERT_HISTORY, _created_row(job_id, now, reason, message))
 
 
 def record_created_many(
     conn: Connection, job_ids: Iterable[str], now: float, reason: str, message: str
 ) -> None:
     """``record_created`` for several jobs created together (one ``executemany``)."""
-    rows = [
-        {
-            "job_id": job_id,
-            "status": JobStatus.PENDING.value,
-            "reason": reason,
-            "message": message,
-            "attempt": 0,
-            "created_at": now,
-        }
-        for job_id in job_ids
-    ]
+    rows = [_created_row(job_id, now, reason, message) for job_id in job_ids]
     if rows:
         conn.execute(_INSERT_HISTORY, rows)
 
